@@ -403,6 +403,23 @@ class AttentionGraph:
 
         return self.cached("is_causal", compute)
 
+    @property
+    def uniform_blocks(self) -> tuple[int, int, int] | None:
+        """``(B, L, S)`` when this is a batch of ``B`` graphs of ``L`` queries and ``S`` keys each.
+
+        Every edge of a batch lies inside its own graph's block, so such a graph can run as
+        ``[B, L, S]`` dense attention. ``None`` for a single graph or unequal sizes.
+        """
+        def compute() -> tuple[int, int, int] | None:
+            if self.query_ptr is None or self.key_ptr is None or self.num_graphs < 2:
+                return None
+            q_sizes, k_sizes = self.query_ptr.diff(), self.key_ptr.diff()
+            if bool((q_sizes != q_sizes[0]).any()) or bool((k_sizes != k_sizes[0]).any()):
+                return None
+            return self.num_graphs, int(q_sizes[0]), int(k_sizes[0])
+
+        return self.cached("uniform_blocks", compute)
+
     # ------------------------------------------------------------------ conversions
     def to_dense(self) -> Tensor:
         """Boolean mask ``[Nq, Nk]`` (``[H, Nq, Nk]`` for a per-head pattern), True = may attend."""

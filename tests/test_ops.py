@@ -365,3 +365,38 @@ def test_bad_inputs_raise_clear_errors(make, error, match):
     with torch.no_grad():
         with pytest.raises(error, match=match):
             make(q, k, v, graph)
+
+
+def _equal_block_batch(per_head: bool) -> AttentionGraph:
+    gen = torch.Generator().manual_seed(11)
+    shape = (2, 6, 5) if per_head else (6, 5)
+    parts = [AttentionGraph.from_dense(torch.rand(*shape, generator=gen) < 0.6) for _ in range(3)]
+    parts[1] = AttentionGraph.from_dense(torch.zeros(*shape, dtype=torch.bool))  # a block without edges
+    return patterns.batch(parts)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_dense_runs_equal_size_blocks_as_batched_sdpa(per_head):
+    graph = _equal_block_batch(per_head)
+    assert graph.uniform_blocks == (3, 6, 5) and graph.replicated_from is None
+    q, k, v, b = _inputs(graph, heads=2)
+    out_ref, grads_ref = _values_and_grads(q, k, v, b, graph, "reference")
+    out, grads = _values_and_grads(q, k, v, b, graph, "dense")
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    # the dense layout is per block, never one [B*L, B*S] mask
+    allowed = graph.cached(("dense_block_layout", 2), lambda: None)[0]
+    assert allowed.shape[0] == 3 and allowed.shape[-2:] == (6, 5)
+
+
+def test_auto_uses_dense_for_padded_full_batches_and_csr_for_sparse_blocks():
+    keep = torch.ones(4, 32, dtype=torch.bool)
+    keep[1, 20:] = False  # padding of sequence 1
+    mask = keep[:, None, :].expand(4, 32, 32)
+    graph = patterns.batch([AttentionGraph.from_dense(m) for m in mask])
+    q = torch.randn(graph.num_queries, 2, 8)
+    assert explain(q, q, q, graph).backend == "dense"
+    sparse_blocks = patterns.batch([patterns.local(64, 2)] + [patterns.local(64, 3)] * 3)
+    q = torch.randn(sparse_blocks.num_queries, 2, 8)
+    assert explain(q, q, q, sparse_blocks).backend.startswith("csr")

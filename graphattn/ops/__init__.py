@@ -192,10 +192,16 @@ def _choose(
         if not problem and flex_worthwhile(graph):
             return BackendChoice("flex", "CUDA, block-structured pattern: FlexAttention BlockMask")
     # Dense masked attention pays for every (query, key) pair; csr pays per edge with a
-    # higher constant. Prefer dense when the pattern (per replicated sequence) is dense enough.
-    cells = pattern.num_queries * pattern.num_keys
-    if pattern.density >= 0.5 and cells <= 4096 * 4096:
-        return BackendChoice("dense", f"density {pattern.density:.2f}{batch_note} >= 0.5: SDPA with a mask")
+    # higher constant. Prefer dense when each sequence / block is dense enough.
+    blocks = graph.uniform_blocks
+    if replicated is None and blocks is not None:
+        batch, length, keys = blocks
+        cells, density = length * keys, n_e / (batch * length * keys)
+        batch_note = f" per block ({batch} blocks of {length}x{keys})"
+    else:
+        cells, density = pattern.num_queries * pattern.num_keys, pattern.density
+    if density >= 0.5 and cells <= 4096 * 4096:
+        return BackendChoice("dense", f"density {density:.2f}{batch_note} >= 0.5: SDPA with a mask")
     kernel, why = choose_kernel(graph, q.size(1))
     return BackendChoice(f"csr.{kernel}", f"density {graph.density:.3f}; {why}")
 

@@ -76,24 +76,47 @@ def choose_kernel(graph: AttentionGraph, num_heads: int) -> tuple[str, str]:
     if graph.num_edges == 0:
         return "sparse", "no edges"
     size = choose_tile_size(graph)
-    plan = tiled_plan(graph, size)
-    fill = graph.num_edges / max(plan.num_cells, 1)
-    if TILED_CELL_COST * _tiled_cost(plan) <= graph.num_edges:
+    num_tiles, num_groups = tile_stats(graph, size)
+    fill = graph.num_edges / max(num_tiles * size * size, 1)
+    if TILED_CELL_COST * _tiled_cost(size, num_tiles, num_groups) <= graph.num_edges:
         return "tiled", f"{size}x{size} tiles {fill:.0%} full"
     return "sparse", f"edges scattered: best tiles ({size}x{size}) only {fill:.0%} full"
 
 
-def _tiled_cost(plan: "TiledPlan") -> float:
+def _tiled_cost(size: int, num_tiles: int, num_groups: int) -> float:
     """Estimated cost of the tiled kernel in units of one tile cell."""
-    size = plan.layout.size
-    return plan.num_cells * (1.0 + TILE_OVERHEAD / size) + GROUP_OVERHEAD_CELLS * len(plan.groups)
+    return num_tiles * size * size * (1.0 + TILE_OVERHEAD / size) + GROUP_OVERHEAD_CELLS * num_groups
+
+
+def tile_stats(graph: AttentionGraph, size: int) -> tuple[int, int]:
+    """``(number of non-empty tiles, number of distinct tiles-per-query-block counts)``.
+
+    Cheap (one pass over the edges, no sort) when the tile grid is small; cached per size.
+    """
+
+    def compute() -> tuple[int, int]:
+        n_qb = -(-graph.num_queries // size)
+        n_kb = -(-graph.num_keys // size)
+        if n_qb * n_kb > (1 << 24):
+            layout = tile_layout(graph, size)
+            counts = torch.bincount(layout.tile_query, minlength=n_qb)
+        else:
+            tile_id = torch.div(graph.row, size, rounding_mode="floor") * n_kb + torch.div(
+                graph.col, size, rounding_mode="floor"
+            )
+            occupied = torch.bincount(tile_id, minlength=n_qb * n_kb).view(n_qb, n_kb) > 0
+            counts = occupied.sum(1)
+        distinct = torch.unique(counts[counts > 0]).numel()
+        return int(counts.sum()), distinct
+
+    return graph.cached(("tile_stats", size), compute)
 
 
 def choose_tile_size(graph: AttentionGraph) -> int:
     """The tile size with the lowest estimated cost (cells plus per-tile overhead), cached."""
 
     def compute() -> int:
-        costs = {size: _tiled_cost(tiled_plan(graph, size)) for size in TILE_SIZES}
+        costs = {size: _tiled_cost(size, *tile_stats(graph, size)) for size in TILE_SIZES}
         return min(costs, key=costs.__getitem__)
 
     return graph.cached("tile_size", compute)

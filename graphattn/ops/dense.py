@@ -1,12 +1,15 @@
 """The dense backend: ``F.scaled_dot_product_attention`` with the graph as a mask.
 
-Full and causal patterns run without a mask (``is_causal`` for causal). A batch that replicates
-one pattern ``B`` times (``AttentionGraph.batch([g] * B)``) runs as ``[B, H, L, L]`` attention
-with ``g``'s mask rather than one block-diagonal ``[B*L, B*L]`` mask.
+* Full and causal patterns run without a mask (``is_causal`` for causal).
+* A batch that replicates one pattern ``B`` times (``AttentionGraph.batch([g] * B)``) runs as
+  ``[B, H, L, S]`` attention with ``g``'s ``[L, S]`` mask shared by the batch.
+* Any other batch of equal-size graphs (for example a replicated pattern with padded keys
+  removed) runs as ``[B, H, L, S]`` attention with a ``[B, 1 or H, L, S]`` mask, never one
+  block-diagonal ``[B*L, B*S]`` mask.
 
-Empty rows: SDPA returns NaN for a row whose keys are all masked, so such rows are given an
-all-zero additive mask (attend everything) and their output is multiplied by zero; their
-gradients are therefore exactly zero too.
+Empty rows: SDPA returns NaN for a row whose keys are all masked, so such rows get an all-zero
+additive mask (attend everything) and their output is multiplied by zero; their gradients are
+therefore exactly zero too.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphattn.graph import AttentionGraph
-from graphattn.ops._common import AttentionResult, dense_mask, scatter_dense_bias
+from graphattn.ops._common import AttentionResult, dense_mask, stats_dtype
 
 __all__ = ["dense_attention"]
 
@@ -36,49 +39,96 @@ def dense_attention(
         # SDPA does not expose its probabilities: compute them with the reference math.
         from graphattn.ops.reference import reference_attention
 
-        return reference_attention(
-            q, k, v, graph, bias=bias, scale=scale, dropout=dropout, return_weights=True
-        )
+        return reference_attention(q, k, v, graph, bias=bias, scale=scale, dropout=dropout, return_weights=True)
+    heads = q.size(1)
     pattern = graph.replicated_from
-    if pattern is not None and bias is None and pattern.num_edges * graph.num_graphs == graph.num_edges:
-        batch = graph.num_graphs
-        qb = q.view(batch, pattern.num_queries, *q.shape[1:]).transpose(1, 2)  # [B, H, L, D]
-        kb = k.view(batch, pattern.num_keys, *k.shape[1:]).transpose(1, 2)
-        vb = v.view(batch, pattern.num_keys, *v.shape[1:]).transpose(1, 2)
-        out = _sdpa(qb, kb, vb, pattern, None, scale, dropout)  # [B, H, L, Dv]
-        return AttentionResult(out.transpose(1, 2).reshape(q.size(0), *out.shape[1::2]), None)
-    out = _sdpa(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), graph, bias, scale, dropout)
-    return AttentionResult(out.transpose(0, 1), None)
+    if pattern is not None and bias is None:
+        batch, length, keys = graph.num_graphs, pattern.num_queries, pattern.num_keys
+        layout: tuple[Tensor, Tensor | None, Tensor | None] | None = None
+        if not (pattern.is_full or pattern.is_causal):
+            layout = pattern.cached(("dense_layout", heads), lambda: _single_layout(pattern, heads))
+            layout = (layout[0].unsqueeze(0), None if layout[1] is None else layout[1].unsqueeze(0), layout[2])
+        return _run_blocked(q, k, v, pattern, batch, length, keys, layout, None, scale, dropout)
+    blocks = graph.uniform_blocks
+    if blocks is not None:
+        batch, length, keys = blocks
+        layout = graph.cached(("dense_block_layout", heads), lambda: _block_layout(graph, blocks, heads))
+        return _run_blocked(q, k, v, graph, batch, length, keys, layout, bias, scale, dropout)
+    layout = None
+    if bias is not None or not (graph.is_full or graph.is_causal):
+        layout = graph.cached(("dense_layout", heads), lambda: _single_layout(graph, heads))
+        layout = (layout[0].unsqueeze(0), None if layout[1] is None else layout[1].unsqueeze(0), layout[2])
+    return _run_blocked(q, k, v, graph, 1, graph.num_queries, graph.num_keys, layout, bias, scale, dropout)
 
 
-def _sdpa(
-    q: Tensor, k: Tensor, v: Tensor, graph: AttentionGraph, bias: Tensor | None, scale: float, dropout: float
-) -> Tensor:
-    """q ``[..., H, Nq, D]`` -> ``[..., H, Nq, Dv]`` under ``graph`` (one sequence's pattern)."""
-    if bias is None and graph.is_full:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
-    if bias is None and graph.is_causal:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
-    allowed, empty = graph.cached(("dense_allowed", q.size(-3)), lambda: _allowed(graph, q.size(-3)))
-    if bias is None and empty is None:
-        mask: Tensor = allowed
-    else:
-        # additive float mask: 0 on edges (+ bias), -inf elsewhere, all 0 on empty rows
-        stats = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-        mask = torch.zeros(allowed.shape, dtype=stats, device=q.device).masked_fill(~allowed, float("-inf"))
+def _run_blocked(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    graph: AttentionGraph,
+    batch: int,
+    length: int,
+    keys: int,
+    layout: tuple[Tensor, Tensor | None, Tensor | None] | None,
+    bias: Tensor | None,
+    scale: float,
+    dropout: float,
+) -> AttentionResult:
+    """Attention as ``[B, H, L, S]`` SDPA.
+
+    ``layout`` is ``(allowed [B', Hm, L, S], empty rows [B', Hm, L] or None, flat edge index
+    [E] into [B, L, S])``; ``None`` means the graph (each block) is full or causal.
+    """
+    heads = q.size(1)
+    qb = q.reshape(batch, length, heads, -1).transpose(1, 2)  # [B, H, L, D]
+    kb = k.reshape(batch, keys, heads, -1).transpose(1, 2)
+    vb = v.reshape(batch, keys, heads, -1).transpose(1, 2)
+    if layout is None:
+        out = F.scaled_dot_product_attention(qb, kb, vb, dropout_p=dropout, is_causal=graph.is_causal, scale=scale)
+        return AttentionResult(out.transpose(1, 2).reshape(q.size(0), heads, -1), None)
+    allowed, empty, edge_cells = layout
+    mask: Tensor = allowed
+    if bias is not None or empty is not None:
+        stats = stats_dtype(q.dtype)
+        additive = torch.zeros(allowed.shape, dtype=stats, device=q.device).masked_fill_(~allowed, float("-inf"))
         if bias is not None:
-            mask = mask + scatter_dense_bias(bias.to(stats), graph, fill=0.0)
-        mask = mask.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+            # bias [E, H] -> [B, H, L, S] at the edges' cells (differentiable w.r.t. bias)
+            flat = bias.new_zeros(heads, batch * length * keys).index_copy(1, edge_cells, bias.t())
+            additive = additive + flat.view(heads, batch, length, keys).transpose(0, 1).to(stats)
+        mask = additive.to(q.dtype)
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout, scale=scale)
     if empty is not None:
-        out = out * (~empty).to(out.dtype).unsqueeze(-1)
-    return out
+        out = out * (~empty).unsqueeze(-1).to(out.dtype)
+    return AttentionResult(out.transpose(1, 2).reshape(q.size(0), heads, -1), None)
 
 
-def _allowed(graph: AttentionGraph, num_heads: int) -> tuple[Tensor, Tensor | None]:
-    """Boolean mask ``[H or 1, Nq, Nk]`` with empty rows opened up, and the empty-row mask."""
-    mask = dense_mask(graph, num_heads)
-    empty = ~mask.any(-1)  # [H or 1, Nq]
+def _open_empty_rows(allowed: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Allow every key on rows without any (so SDPA gives no NaN); return the empty-row mask."""
+    empty = ~allowed.any(-1)
     if not bool(empty.any()):
-        return mask, None
-    return mask | empty.unsqueeze(-1), empty
+        return allowed, None
+    return allowed | empty.unsqueeze(-1), empty
+
+
+def _single_layout(graph: AttentionGraph, heads: int) -> tuple[Tensor, Tensor | None, Tensor]:
+    allowed, empty = _open_empty_rows(dense_mask(graph, heads))  # [Hm, Nq, Nk]
+    return allowed, empty, graph.row * graph.num_keys + graph.col
+
+
+def _block_layout(
+    graph: AttentionGraph, blocks: tuple[int, int, int], heads: int
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    batch, length, keys = blocks
+    row, col = graph.row, graph.col
+    block = torch.div(row, length, rounding_mode="floor")
+    cells = (block * length + (row - block * length)) * keys + (col - block * keys)  # into [B, L, S]
+    if graph.head_mask is None:
+        flat = torch.zeros(batch * length * keys, dtype=torch.bool, device=graph.device)
+        flat[cells] = True
+        allowed = flat.view(batch, 1, length, keys)
+    else:
+        flat = torch.zeros(graph.head_mask.size(1), batch * length * keys, dtype=torch.bool, device=graph.device)
+        flat[:, cells] = graph.head_mask.t()
+        allowed = flat.view(-1, batch, length, keys).transpose(0, 1)
+    allowed, empty = _open_empty_rows(allowed)
+    return allowed, empty, cells
