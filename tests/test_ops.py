@@ -400,3 +400,29 @@ def test_auto_uses_dense_for_padded_full_batches_and_csr_for_sparse_blocks():
     sparse_blocks = patterns.batch([patterns.local(64, 2)] + [patterns.local(64, 3)] * 3)
     q = torch.randn(sparse_blocks.num_queries, 2, 8)
     assert explain(q, q, q, sparse_blocks).backend.startswith("csr")
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_dense_runs_unequal_graphs_padded_to_the_largest(per_head):
+    gen = torch.Generator().manual_seed(12)
+    sizes = [(4, 3), (7, 7), (2, 5), (6, 1)]
+    parts = [
+        AttentionGraph.from_dense(torch.rand(*((2,) if per_head else ()), nq, nk, generator=gen) < 0.7)
+        for nq, nk in sizes
+    ]
+    graph = patterns.batch(parts)
+    assert graph.uniform_blocks is None
+    q, k, v, b = _inputs(graph, heads=2)
+    out_ref, grads_ref = _values_and_grads(q, k, v, b, graph, "reference")
+    out, grads = _values_and_grads(q, k, v, b, graph, "dense")
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_auto_runs_molecule_like_full_per_graph_batches_dense():
+    sizes = torch.tensor([15, 23, 31, 20, 28, 17])
+    graph = patterns.full_per_graph(torch.repeat_interleave(torch.arange(6), sizes))
+    q = torch.randn(graph.num_queries, 2, 8)
+    choice = explain(q, q, q, graph)
+    assert choice.backend == "dense" and "padded" in choice.reason

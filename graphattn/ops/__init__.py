@@ -193,11 +193,13 @@ def _choose(
             return BackendChoice("flex", "CUDA, block-structured pattern: FlexAttention BlockMask")
     # Dense masked attention pays for every (query, key) pair; csr pays per edge with a
     # higher constant. Prefer dense when each sequence / block is dense enough.
-    blocks = graph.uniform_blocks
+    from graphattn.ops.dense import padded_blocks
+
+    blocks = padded_blocks(graph)
     if replicated is None and blocks is not None:
         batch, length, keys = blocks
         cells, density = length * keys, n_e / (batch * length * keys)
-        batch_note = f" per block ({batch} blocks of {length}x{keys})"
+        batch_note = f" per block ({batch} blocks padded to {length}x{keys})"
     else:
         cells, density = pattern.num_queries * pattern.num_keys, pattern.density
     if density >= 0.5 and cells <= 4096 * 4096:

@@ -3,9 +3,10 @@
 * Full and causal patterns run without a mask (``is_causal`` for causal).
 * A batch that replicates one pattern ``B`` times (``AttentionGraph.batch([g] * B)``) runs as
   ``[B, H, L, S]`` attention with ``g``'s ``[L, S]`` mask shared by the batch.
-* Any other batch of equal-size graphs (for example a replicated pattern with padded keys
-  removed) runs as ``[B, H, L, S]`` attention with a ``[B, 1 or H, L, S]`` mask, never one
-  block-diagonal ``[B*L, B*S]`` mask.
+* Any other batch (``query_ptr`` / ``key_ptr`` set) runs as ``[B, H, L, S]`` attention with a
+  ``[B, 1 or H, L, S]`` mask, never one block-diagonal ``[B*L, B*S]`` mask: equal-size graphs
+  (e.g. a replicated pattern with padded keys removed) directly, unequal ones (a batch of
+  molecules) scattered into slots padded to the largest graph.
 
 Empty rows: SDPA returns NaN for a row whose keys are all masked, so such rows get an all-zero
 additive mask (attend everything) and their output is multiplied by zero; their gradients are
@@ -20,7 +21,7 @@ from torch import Tensor
 from graphattn.graph import AttentionGraph
 from graphattn.ops._common import AttentionResult, dense_mask, stats_dtype
 
-__all__ = ["dense_attention"]
+__all__ = ["dense_attention", "padded_blocks"]
 
 
 def dense_attention(
@@ -49,11 +50,20 @@ def dense_attention(
             layout = pattern.cached(("dense_layout", heads), lambda: _single_layout(pattern, heads))
             layout = (layout[0].unsqueeze(0), None if layout[1] is None else layout[1].unsqueeze(0), layout[2])
         return _run_blocked(q, k, v, pattern, batch, length, keys, layout, None, scale, dropout)
-    blocks = graph.uniform_blocks
+    blocks = padded_blocks(graph)
     if blocks is not None:
         batch, length, keys = blocks
         layout = graph.cached(("dense_block_layout", heads), lambda: _block_layout(graph, blocks, heads))
-        return _run_blocked(q, k, v, graph, batch, length, keys, layout, bias, scale, dropout)
+        positions = graph.cached("dense_block_positions", lambda: _block_positions(graph, length, keys))
+        if positions is None:
+            return _run_blocked(q, k, v, graph, batch, length, keys, layout, bias, scale, dropout)
+        # unequal graphs: scatter nodes into [B * L] / [B * S] slots, attend, gather back
+        q_pos, k_pos = positions
+        qp = q.new_zeros(batch * length, *q.shape[1:]).index_copy(0, q_pos, q)
+        kp = k.new_zeros(batch * keys, *k.shape[1:]).index_copy(0, k_pos, k)
+        vp = v.new_zeros(batch * keys, *v.shape[1:]).index_copy(0, k_pos, v)
+        out = _run_blocked(qp, kp, vp, graph, batch, length, keys, layout, bias, scale, dropout).output
+        return AttentionResult(out.index_select(0, q_pos), None)
     layout = None
     if bias is not None or not (graph.is_full or graph.is_causal):
         layout = graph.cached(("dense_layout", heads), lambda: _single_layout(graph, heads))
@@ -115,13 +125,40 @@ def _single_layout(graph: AttentionGraph, heads: int) -> tuple[Tensor, Tensor | 
     return allowed, empty, graph.row * graph.num_keys + graph.col
 
 
+def padded_blocks(graph: AttentionGraph) -> tuple[int, int, int] | None:
+    """``(B, L, S)``: a batch of ``B`` graphs padded to ``L`` queries and ``S`` keys each."""
+
+    def compute() -> tuple[int, int, int] | None:
+        if graph.query_ptr is None or graph.key_ptr is None or graph.num_graphs < 2:
+            return None
+        return graph.num_graphs, int(graph.query_ptr.diff().max()), int(graph.key_ptr.diff().max())
+
+    return graph.cached("padded_blocks", compute)
+
+
+def _block_positions(graph: AttentionGraph, length: int, keys: int) -> tuple[Tensor, Tensor] | None:
+    """Slot of every query in ``[B * L]`` and key in ``[B * S]``; ``None`` if the sizes are equal."""
+    if graph.uniform_blocks is not None:
+        return None
+
+    def slots(ptr: Tensor, size: int) -> Tensor:
+        counts = ptr.diff()
+        block = torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
+        return torch.arange(int(ptr[-1]), device=ptr.device) - ptr[block] + block * size
+
+    return slots(graph.query_ptr, length), slots(graph.key_ptr, keys)
+
+
 def _block_layout(
     graph: AttentionGraph, blocks: tuple[int, int, int], heads: int
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     batch, length, keys = blocks
+    positions = _block_positions(graph, length, keys)
     row, col = graph.row, graph.col
+    if positions is not None:
+        row, col = positions[0][row], positions[1][col]
     block = torch.div(row, length, rounding_mode="floor")
-    cells = (block * length + (row - block * length)) * keys + (col - block * keys)  # into [B, L, S]
+    cells = row * keys + (col - block * keys)  # into [B, L, S]
     if graph.head_mask is None:
         flat = torch.zeros(batch * length * keys, dtype=torch.bool, device=graph.device)
         flat[cells] = True
