@@ -61,7 +61,7 @@ def csr_attention(
         weights = q.new_zeros(0, q.size(1)) if return_weights else None
         return AttentionResult(out, weights)
     if kernel == "tiled":
-        plan = tiled_plan(graph, choose_tile_size(graph))
+        plan = tiled_plan(graph, choose_tile_size(graph), stats_dtype(q.dtype))
         out, weights = _TiledAttention.apply(q, k, v, bias, plan, scale, dropout, return_weights)
     elif kernel == "sparse":
         out, weights = _SparseAttention.apply(q, k, v, bias, graph, scale, dropout, return_weights)
@@ -206,18 +206,26 @@ class TileGroup:
     """Query blocks that have the same number ``m`` of non-empty tiles, run as one batch.
 
     Attributes:
-        query_blocks: ``[nG]`` query block indices, or ``None`` for "all blocks in order".
-        key_blocks: ``[nG, m]`` key block of each tile (``num_key_blocks`` = the zero block).
+        query_blocks: ``[nG]`` query block indices.
+        key_blocks: ``[nG, m]`` key block of each tile.
         edges: ``[E_g]`` ids of the edges in this group (CSR order).
         positions: ``[E_g]`` flat position of each edge in the ``[nG, T, m*T]`` score block.
-        mask: ``[nG, T, m*T]`` or ``[H, nG, T, m*T]`` True on edges; ``None`` when all true.
+        additive_mask: ``[nG, T, m*T]`` or ``[H, nG, T, m*T]``: 0 on edges, -inf elsewhere;
+            ``None`` when every cell is an edge.
+        query_run: ``(start, step)`` when ``query_blocks`` is ``start + step * i``: the blocks are
+            then a strided view, not a copy.
+        key_run: ``(start, step)`` when ``key_blocks[i, j] = start + step * i + j`` (a band, as in
+            local windows): the key/value tiles are then an overlapping strided view.
     """
 
-    query_blocks: Tensor | None
+    query_blocks: Tensor
     key_blocks: Tensor
     edges: Tensor
     positions: Tensor
-    mask: Tensor | None
+    additive_mask: Tensor | None
+    query_run: tuple[int, int] | None
+    key_run: tuple[int, int] | None
+    has_empty_rows: bool
 
 
 @dataclass(frozen=True)
@@ -233,8 +241,19 @@ class TiledPlan:
         return sum(g.key_blocks.numel() * t * t for g in self.groups)
 
 
-def tiled_plan(graph: AttentionGraph, size: int) -> TiledPlan:
-    """Group the query blocks of ``graph``'s ``size``-tiles by tile count (cached)."""
+def _arithmetic_run(values: Tensor) -> tuple[int, int] | None:
+    """``(start, step)`` if ``values`` (1-D, non-empty) is ``start + step * i`` with step >= 0."""
+    start = int(values[0])
+    if values.numel() == 1:
+        return start, 1
+    step = int(values[1] - values[0])
+    if step < 0 or not torch.equal(values, start + step * torch.arange(values.numel(), device=values.device)):
+        return None
+    return start, step
+
+
+def tiled_plan(graph: AttentionGraph, size: int, dtype: torch.dtype = torch.float32) -> TiledPlan:
+    """Group the query blocks of ``graph``'s ``size``-tiles by tile count (cached per dtype)."""
 
     def compute() -> TiledPlan:
         layout = tile_layout(graph, size)
@@ -256,7 +275,7 @@ def tiled_plan(graph: AttentionGraph, size: int) -> TiledPlan:
             n_g = blocks.numel()
             local = torch.full((n_qb,), -1, dtype=torch.long, device=device)
             local[blocks] = torch.arange(n_g, device=device)
-            key_blocks = torch.full((n_g, m), layout.num_key_blocks, dtype=torch.long, device=device)
+            key_blocks = torch.empty((n_g, m), dtype=torch.long, device=device)
             in_group = local[layout.tile_query] >= 0
             key_blocks[local[layout.tile_query[in_group]], rank[in_group]] = layout.tile_key[in_group]
             edges = (local[edge_block] >= 0).nonzero().flatten()
@@ -264,53 +283,137 @@ def tiled_plan(graph: AttentionGraph, size: int) -> TiledPlan:
                 local[edge_block[edges]] * (t * m * t) + edge_row[edges] * (m * t) + edge_rank[edges] * t + edge_col[edges]
             )
             cells = n_g * t * m * t
-            mask: Tensor | None = None
+            additive: Tensor | None = None
             if graph.head_mask is not None:
                 heads = graph.head_mask.size(1)
-                flat = torch.zeros(heads, cells, dtype=torch.bool, device=device)
-                flat[:, positions] = graph.head_mask[edges].t()
-                mask = flat.view(heads, n_g, t, m * t)
+                flat = torch.full((heads, cells), float("-inf"), dtype=dtype, device=device)
+                flat[:, positions] = torch.where(graph.head_mask[edges].t(), 0.0, float("-inf")).to(dtype)
+                additive = flat.view(heads, n_g, t, m * t)
             elif edges.numel() != cells:
-                flat = torch.zeros(cells, dtype=torch.bool, device=device)
-                flat[positions] = True
-                mask = flat.view(n_g, t, m * t)
-            all_blocks = n_g == n_qb
-            groups.append(TileGroup(None if all_blocks else blocks, key_blocks, edges, positions, mask))
+                flat = torch.full((cells,), float("-inf"), dtype=dtype, device=device)
+                flat[positions] = 0.0
+                additive = flat.view(n_g, t, m * t)
+            key_run = None
+            starts = _arithmetic_run(key_blocks[:, 0])
+            if starts is not None and torch.equal(key_blocks, key_blocks[:, :1] + torch.arange(m, device=device)):
+                key_run = starts
+            row_has_edge = torch.zeros(n_g * t, dtype=torch.bool, device=device)
+            row_has_edge[torch.div(positions, m * t, rounding_mode="floor")] = True
+            # padding rows past num_queries have no edges either; per-head masks may empty a row
+            has_empty = graph.head_mask is not None or not bool(row_has_edge.all())
+            groups.append(
+                TileGroup(blocks, key_blocks, edges, positions, additive, _arithmetic_run(blocks), key_run, has_empty)
+            )
         return TiledPlan(layout, tuple(groups))
 
-    return graph.cached(("tiled_plan", size), compute)
+    return graph.cached(("tiled_plan", size, dtype), compute)
 
 
-def _to_blocks(x: Tensor, num_blocks: int, size: int, extra: int = 0) -> Tensor:
-    """``[N, H, D]`` -> ``[H, num_blocks + extra, T, D]`` (zero padded, ``extra`` zero blocks)."""
+def _to_blocks(x: Tensor, num_blocks: int, size: int) -> Tensor:
+    """``[N, H, D]`` -> ``[H, num_blocks, T, D]`` (zero padded).
+
+    A strided view of ``x`` (no copy) when ``N == num_blocks * T`` and rows are evenly spaced;
+    matmuls take it as is (row stride ``H * D``).
+    """
     n, h, d = x.shape
-    out = x.new_zeros(h, num_blocks + extra, size, d)
-    out.view(h, -1, d)[:, :n].copy_(x.transpose(0, 1))
+    if n == num_blocks * size and x.stride(2) == 1 and x.stride(0) >= d and n > 0:
+        return x.as_strided((h, num_blocks, size, d), (x.stride(1), size * x.stride(0), x.stride(0), 1))
+    out = x.new_empty(h, num_blocks, size, d)
+    flat = out.view(h, -1, d)
+    flat[:, :n].copy_(x.transpose(0, 1))
+    if num_blocks * size > n:
+        flat[:, n:].zero_()
     return out
 
 
 def _from_blocks(x: Tensor, n: int) -> Tensor:
     """``[H, num_blocks, T, D]`` -> ``[N, H, D]``."""
     h, nb, t, d = x.shape
-    return x.view(h, nb * t, d)[:, :n].transpose(0, 1)
+    return x.reshape(h, nb * t, d)[:, :n].transpose(0, 1)
 
 
-def _select(blocks: Tensor, index: Tensor | None) -> Tensor:
-    """``blocks[:, index]`` (``index=None`` means all, no copy)."""
-    return blocks if index is None else blocks.index_select(1, index)
+def _query_tiles(blocks: Tensor, group: TileGroup) -> Tensor:
+    """``blocks[:, group.query_blocks]``: a view when the blocks form a run."""
+    if group.query_run is not None:
+        start, step = group.query_run
+        n_g = group.query_blocks.numel()
+        return blocks[:, start : start + step * (n_g - 1) + 1 : step] if step else blocks.index_select(1, group.query_blocks)
+    return blocks.index_select(1, group.query_blocks)
 
 
-def _gather_tiles(blocks: Tensor, key_blocks: Tensor) -> Tensor:
-    """``[H, nB, T, D]`` gathered by ``[nG, m]`` -> ``[H, nG, m*T, D]``."""
+def _key_tiles(blocks: Tensor, group: TileGroup) -> Tensor:
+    """``[H, nB, T, D]`` -> the group's tiles ``[H, nG, m*T, D]``: an overlapping view for bands."""
     h, _, t, d = blocks.shape
-    n_g, m = key_blocks.shape
-    return blocks.index_select(1, key_blocks.flatten()).view(h, n_g, m * t, d)
+    n_g, m = group.key_blocks.shape
+    if group.key_run is not None and blocks.stride(1) == t * blocks.stride(2):
+        start, step = group.key_run
+        return blocks.as_strided(
+            (h, n_g, m * t, d),
+            (blocks.stride(0), step * blocks.stride(1), blocks.stride(2), blocks.stride(3)),
+            blocks.storage_offset() + start * blocks.stride(1),
+        )
+    return blocks.index_select(1, group.key_blocks.flatten()).view(h, n_g, m * t, d)
 
 
-def _scatter_tiles(target: Tensor, key_blocks: Tensor, tiles: Tensor) -> None:
-    """``target[:, key_blocks] += tiles`` with tiles ``[H, nG, m*T, D]``, target ``[H, nB, T, D]``."""
+def _add_key_tiles(target: Tensor, group: TileGroup, tiles: Tensor) -> None:
+    """``target[:, key_blocks] += tiles``: tiles ``[H, nG, m*T, D]``, target ``[H, nB, T, D]``."""
     h, _, t, d = target.shape
-    target.index_add_(1, key_blocks.flatten(), tiles.reshape(h, -1, t, d))
+    n_g, m = group.key_blocks.shape
+    if group.key_run is not None:
+        start, step = group.key_run
+        tiles = tiles.view(h, n_g, m, t, d)
+        for j in range(m):
+            first = start + j
+            if step:
+                target[:, first : first + step * (n_g - 1) + 1 : step] += tiles[:, :, j]
+            else:
+                target[:, first] += tiles[:, :, j].sum(1)
+        return
+    target.index_add_(1, group.key_blocks.flatten(), tiles.reshape(h, -1, t, d))
+
+
+def _accumulate_key_grad(target: Tensor, group: TileGroup, weights: Tensor, rows: Tensor) -> None:
+    """``target[:, key_blocks] += weights^T @ rows`` per tile.
+
+    weights ``[H, nG, T, m*T]``, rows ``[H, nG, T, D]``, target ``[H, nB, T, D]``. For a band
+    with step 1 the tiles of slot ``j`` land in a contiguous slice of ``target``, so GEMM
+    accumulates into it directly (``baddbmm`` with beta 1); otherwise tiles are scattered.
+    """
+    h, _, t, d = target.shape
+    n_g, m = group.key_blocks.shape
+    if group.key_run is not None and group.key_run[1] == 1:
+        start = group.key_run[0]
+        for j in range(m):
+            part = weights[..., j * t : (j + 1) * t].transpose(-1, -2)  # [H, nG, T, T]
+            for head in range(h):
+                view = target[head, start + j : start + j + n_g]
+                torch.baddbmm(view, part[head], rows[head], out=view)
+        return
+    tiles = _per_head_bmm(weights.transpose(-1, -2), rows, target.new_empty(h, n_g, m * t, d))
+    _add_key_tiles(target, group, tiles)
+
+
+def _put_query_tiles(target: Tensor, group: TileGroup, tiles: Tensor) -> None:
+    """``target[:, query_blocks] = tiles``."""
+    if group.query_run is not None and group.query_run[1] > 0:
+        start, step = group.query_run
+        target[:, start : start + step * (group.query_blocks.numel() - 1) + 1 : step] = tiles
+    else:
+        target.index_copy_(1, group.query_blocks, tiles)
+
+
+def _per_head_bmm(a: Tensor, b: Tensor, out: Tensor, add: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+    """``out[h] = add[h] + alpha * a[h] @ b[h]`` for ``[H, nG, ., .]`` operands (views allowed).
+
+    One ``bmm`` per head keeps strided (overlapping) views of the key tiles uncopied, which a
+    single 4-D ``matmul`` would copy to merge the head and block dimensions.
+    """
+    for h in range(a.size(0)):
+        if add is None:
+            torch.bmm(a[h], b[h], out=out[h]) if alpha == 1.0 else torch.baddbmm(out[h], a[h], b[h], beta=0.0, alpha=alpha, out=out[h])
+        else:
+            torch.baddbmm(add[h] if add.dim() == 4 else add, a[h], b[h], alpha=alpha, out=out[h])
+    return out
 
 
 class _TiledAttention(torch.autograd.Function):
@@ -319,36 +422,43 @@ class _TiledAttention(torch.autograd.Function):
         layout = plan.layout
         t, heads = layout.size, q.size(1)
         stats = stats_dtype(q.dtype)
+        fused = stats == q.dtype  # scores straight into the statistics dtype
         qb = _to_blocks(q, layout.num_query_blocks, t)  # [H, nQB, T, D]
-        kb = _to_blocks(k, layout.num_key_blocks, t, extra=1)  # last block = zeros (padding)
-        vb = _to_blocks(v, layout.num_key_blocks, t, extra=1)
+        kb = _to_blocks(k, layout.num_key_blocks, t)
+        vb = _to_blocks(v, layout.num_key_blocks, t)
         out_blocks = q.new_zeros(heads, layout.num_query_blocks, t, v.size(2))
         weights = q.new_zeros(layout.num_edges, heads) if want_weights else None
         saved = []
         for group in plan.groups:
-            qg = _select(qb, group.query_blocks)
-            kg = _gather_tiles(kb, group.key_blocks)  # [H, nG, mT, D]
-            vg = _gather_tiles(vb, group.key_blocks)
-            scores = torch.matmul(qg, kg.transpose(-1, -2)).to(stats).mul_(scale)  # [H, nG, T, mT]
+            qg = _query_tiles(qb, group)  # [H, nG, T, D]
+            kg = _key_tiles(kb, group)  # [H, nG, mT, D]
+            n_g, m = group.key_blocks.shape
+            if fused:
+                scores = q.new_empty(heads, n_g, t, m * t)
+                _per_head_bmm(qg, kg.transpose(-1, -2), scores, group.additive_mask, alpha=scale)
+            else:
+                half = q.new_empty(heads, n_g, t, m * t)
+                scores = _per_head_bmm(qg, kg.transpose(-1, -2), half).to(stats).mul_(scale)
+                if group.additive_mask is not None:
+                    scores.add_(group.additive_mask)
             if bias is not None:
                 scores.view(heads, -1).index_add_(1, group.positions, bias[group.edges].t().to(stats))
-            if group.mask is not None:
-                scores.masked_fill_(~group.mask, float("-inf"))
-            row_max = scores.amax(-1, keepdim=True)
-            row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-            probs = scores.sub_(row_max).exp_()
-            row_sum = probs.sum(-1, keepdim=True)
-            probs.mul_(torch.where(row_sum > 0, 1.0 / row_sum, torch.zeros_like(row_sum)))
+            if group.has_empty_rows or bias is not None:
+                row_max = scores.amax(-1, keepdim=True)
+                row_max.nan_to_num_(nan=0.0, neginf=0.0)  # rows without edges: -inf -> 0
+                probs = scores.sub_(row_max).exp_()
+                row_sum = probs.sum(-1, keepdim=True)
+                probs.mul_(row_sum.reciprocal_().nan_to_num_(posinf=0.0))
+            else:
+                probs = torch.softmax(scores, dim=-1)  # one fused pass; every row has an edge
+            del scores
             keep = None
             used = probs
             if dropout > 0.0:
                 keep = torch.rand_like(probs) >= dropout
                 used = probs * keep / (1.0 - dropout)
-            out_g = torch.matmul(used.to(v.dtype), vg)  # [H, nG, T, Dv]
-            if group.query_blocks is None:
-                out_blocks = out_g
-            else:
-                out_blocks.index_copy_(1, group.query_blocks, out_g)
+            out_g = _per_head_bmm(used.to(v.dtype), _key_tiles(vb, group), q.new_empty(heads, n_g, t, v.size(2)))
+            _put_query_tiles(out_blocks, group, out_g)
             if weights is not None:
                 weights[group.edges] = probs.view(heads, -1)[:, group.positions].t().to(q.dtype)
             saved += [probs, keep]
@@ -370,15 +480,16 @@ class _TiledAttention(torch.autograd.Function):
         t, scale, heads = layout.size, ctx.scale, q.size(1)
         it = iter(rest)
         qb = _to_blocks(q, layout.num_query_blocks, t)
-        kb = _to_blocks(k, layout.num_key_blocks, t, extra=1)
-        vb = _to_blocks(v, layout.num_key_blocks, t, extra=1)
-        dob = _to_blocks(grad_out, layout.num_query_blocks, t)  # [H, nQB, T, Dv]
+        kb = _to_blocks(k, layout.num_key_blocks, t)
+        vb = _to_blocks(v, layout.num_key_blocks, t)
+        dob = _to_blocks(grad_out.contiguous(), layout.num_query_blocks, t)  # [H, nQB, T, Dv]
         stats = stats_dtype(q.dtype)
         delta = (grad_out.to(stats) * out.to(stats)).sum(-1, keepdim=True)  # [Nq, H, 1]
         delta_b = _to_blocks(delta, layout.num_query_blocks, t)  # [H, nQB, T, 1]
-        grad_qb = torch.zeros_like(qb)
-        grad_kb = torch.zeros_like(kb)
-        grad_vb = torch.zeros_like(vb)
+        # gradients accumulate in contiguous [H, nB, T, D] buffers (GEMM writes into slices)
+        grad_qb = q.new_zeros(qb.shape) if ctx.needs_input_grad[0] else None
+        grad_kb = k.new_zeros(kb.shape) if ctx.needs_input_grad[1] else None
+        grad_vb = v.new_zeros(vb.shape) if ctx.needs_input_grad[2] else None
         grad_bias = None
         if ctx.needs_input_grad[3]:
             grad_bias = torch.zeros(layout.num_edges, heads, dtype=ctx.bias_dtype, device=q.device)
@@ -386,29 +497,25 @@ class _TiledAttention(torch.autograd.Function):
             probs = next(it)
             keep = next(it) if has_keep else None
             used = probs if keep is None else probs * keep / (1.0 - ctx.dropout)
-            dog = _select(dob, group.query_blocks)
-            vg = _gather_tiles(vb, group.key_blocks)
-            if ctx.needs_input_grad[2]:
-                _scatter_tiles(grad_vb, group.key_blocks, torch.matmul(used.transpose(-1, -2).to(v.dtype), dog))
-            dp = torch.matmul(dog, vg.transpose(-1, -2)).to(stats)  # [H, nG, T, mT]
+            n_g, m = group.key_blocks.shape
+            dog = _query_tiles(dob, group)  # [H, nG, T, Dv]
+            if grad_vb is not None:
+                _accumulate_key_grad(grad_vb, group, used.to(v.dtype), dog)
+            dp = _per_head_bmm(dog, _key_tiles(vb, group).transpose(-1, -2), q.new_empty(heads, n_g, t, m * t)).to(stats)
             if keep is not None:
                 dp = dp * keep / (1.0 - ctx.dropout)
-            ds = dp.sub_(_select(delta_b, group.query_blocks)).mul_(probs)
+            ds = dp.sub_(_query_tiles(delta_b, group)).mul_(probs)
             if grad_bias is not None:
                 grad_bias[group.edges] = ds.view(heads, -1)[:, group.positions].t().to(ctx.bias_dtype)
             ds = ds.mul_(scale).to(q.dtype)
-            if ctx.needs_input_grad[0]:
-                dq = torch.matmul(ds, _gather_tiles(kb, group.key_blocks))
-                if group.query_blocks is None:
-                    grad_qb = dq
-                else:
-                    grad_qb.index_copy_(1, group.query_blocks, dq)
-            if ctx.needs_input_grad[1]:
-                qg = _select(qb, group.query_blocks)
-                _scatter_tiles(grad_kb, group.key_blocks, torch.matmul(ds.transpose(-1, -2), qg))
-        grad_q = _from_blocks(grad_qb, layout.num_queries) if ctx.needs_input_grad[0] else None
-        grad_k = _from_blocks(grad_kb, layout.num_keys) if ctx.needs_input_grad[1] else None
-        grad_v = _from_blocks(grad_vb, layout.num_keys) if ctx.needs_input_grad[2] else None
+            if grad_qb is not None:
+                dq = _per_head_bmm(ds, _key_tiles(kb, group), q.new_empty(heads, n_g, t, q.size(2)))
+                _put_query_tiles(grad_qb, group, dq)
+            if grad_kb is not None:
+                _accumulate_key_grad(grad_kb, group, ds, _query_tiles(qb, group))
+        grad_q = _from_blocks(grad_qb, layout.num_queries) if grad_qb is not None else None
+        grad_k = _from_blocks(grad_kb, layout.num_keys) if grad_kb is not None else None
+        grad_v = _from_blocks(grad_vb, layout.num_keys) if grad_vb is not None else None
         return grad_q, grad_k, grad_v, grad_bias, None, None, None, None
 
 
