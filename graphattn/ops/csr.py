@@ -32,13 +32,16 @@ from graphattn.ops._common import AttentionResult, stats_dtype
 __all__ = ["csr_attention", "choose_kernel", "TileLayout", "tile_layout"]
 
 TILE_SIZES = (16, 32, 64, 128)
-# A tiled cell costs about this fraction of a sparse-kernel edge (measured on a 2-core Xeon,
-# H=4, D=64: ~43 ns per tile cell vs ~150 ns per edge for forward+backward).
-TILED_CELL_COST = 0.3
-# small tiles make small matmuls: a cell of a T x T tile costs (1 + TILE_OVERHEAD / T) cells
-TILE_OVERHEAD = 32.0
-# fixed cost of one group of query blocks (a few kernel launches), in cells
-GROUP_OVERHEAD_CELLS = 20_000
+# Cost model, fitted to experiments/results/calibrate_csr.md (forward+backward, H=4, D=64,
+# float32, 2-core Xeon): tiled ~ 33 ns per tile cell + 1.54 us per tile row (cells / T: small
+# tiles make small, less efficient matmuls) + a fixed cost per group of query blocks (Python
+# and launch overhead); sparse ~ 262 ns per edge + 8 ms fixed (per-head sparse calls,
+# transposes). Only the ratio matters for the choice.
+TILED_NS_PER_CELL = 33.0
+TILED_NS_PER_TILE_ROW = 1540.0
+TILED_NS_PER_GROUP = 500_000.0
+SPARSE_NS_PER_EDGE = 262.0
+SPARSE_NS_FIXED = 8_000_000.0
 
 
 def csr_attention(
@@ -72,20 +75,33 @@ def csr_attention(
 
 # ====================================================================== kernel choice
 def choose_kernel(graph: AttentionGraph, num_heads: int) -> tuple[str, str]:
-    """``("tiled" | "sparse", reason)`` for this graph, by estimated cost."""
+    """``("tiled" | "sparse", reason)`` for this graph: the lower estimated cost."""
     if graph.num_edges == 0:
         return "sparse", "no edges"
     size = choose_tile_size(graph)
     num_tiles, num_groups = tile_stats(graph, size)
     fill = graph.num_edges / max(num_tiles * size * size, 1)
-    if TILED_CELL_COST * _tiled_cost(size, num_tiles, num_groups) <= graph.num_edges:
-        return "tiled", f"{size}x{size} tiles {fill:.0%} full"
-    return "sparse", f"edges scattered: best tiles ({size}x{size}) only {fill:.0%} full"
+    tiled = _tiled_cost(size, num_tiles, num_groups)
+    sparse = SPARSE_NS_PER_EDGE * graph.num_edges + SPARSE_NS_FIXED
+    if tiled <= sparse:
+        return "tiled", f"{size}x{size} tiles {fill:.0%} full (est. {tiled / sparse:.2f}x the sparse cost)"
+    return "sparse", f"edges scattered: best tiles ({size}x{size}) {fill:.0%} full, est. {tiled / sparse:.1f}x the sparse cost"
+
+
+def choose_tile_size(graph: AttentionGraph) -> int:
+    """The tile size with the lowest estimated cost, cached per graph."""
+
+    def compute() -> int:
+        costs = {size: _tiled_cost(size, *tile_stats(graph, size)) for size in TILE_SIZES}
+        return min(costs, key=costs.__getitem__)
+
+    return graph.cached("tile_size", compute)
 
 
 def _tiled_cost(size: int, num_tiles: int, num_groups: int) -> float:
-    """Estimated cost of the tiled kernel in units of one tile cell."""
-    return num_tiles * size * size * (1.0 + TILE_OVERHEAD / size) + GROUP_OVERHEAD_CELLS * num_groups
+    """Estimated forward+backward nanoseconds of the tiled kernel (see the constants above)."""
+    cells = num_tiles * size * size
+    return TILED_NS_PER_CELL * cells + TILED_NS_PER_TILE_ROW * cells / size + TILED_NS_PER_GROUP * num_groups
 
 
 def tile_stats(graph: AttentionGraph, size: int) -> tuple[int, int]:
