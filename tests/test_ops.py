@@ -391,9 +391,9 @@ def test_dense_runs_equal_size_blocks_as_batched_sdpa(per_head):
 
 
 def test_auto_uses_dense_for_padded_full_batches_and_csr_for_sparse_blocks():
-    keep = torch.ones(4, 32, dtype=torch.bool)
-    keep[1, 20:] = False  # padding of sequence 1
-    mask = keep[:, None, :].expand(4, 32, 32)
+    keep = torch.ones(4, 256, dtype=torch.bool)
+    keep[1, 200:] = False  # padding of sequence 1
+    mask = keep[:, None, :].expand(4, 256, 256)
     graph = patterns.batch([AttentionGraph.from_dense(m) for m in mask])
     q = torch.randn(graph.num_queries, 2, 8)
     assert explain(q, q, q, graph).backend == "dense"
@@ -421,8 +421,8 @@ def test_dense_runs_unequal_graphs_padded_to_the_largest(per_head):
 
 
 def test_auto_runs_molecule_like_full_per_graph_batches_dense():
-    sizes = torch.tensor([15, 23, 31, 20, 28, 17])
-    graph = patterns.full_per_graph(torch.repeat_interleave(torch.arange(6), sizes))
+    sizes = torch.randint(15, 33, (128,), generator=torch.Generator().manual_seed(0))  # 128 molecules
+    graph = patterns.full_per_graph(torch.repeat_interleave(torch.arange(128), sizes))
     q = torch.randn(graph.num_queries, 2, 8)
     choice = explain(q, q, q, graph)
     assert choice.backend == "dense" and "padded" in choice.reason

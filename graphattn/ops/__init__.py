@@ -191,20 +191,27 @@ def _choose(
         problem = flex_unsupported_reason(q, k, v, dropout, needs_grad=_needs_grad(q, k, v, bias))
         if not problem and flex_worthwhile(graph):
             return BackendChoice("flex", "CUDA, block-structured pattern: FlexAttention BlockMask")
-    # Dense masked attention pays for every (query, key) pair; csr pays per edge with a
-    # higher constant. Prefer dense when each sequence / block is dense enough.
+    # Dense masked attention pays for every (query, key) cell of each sequence / block; the csr
+    # kernels pay per tile cell or per edge. Compare the estimated costs (graphattn.ops.csr).
+    from graphattn.ops.csr import DENSE_NS_FIXED, DENSE_NS_PER_CELL, estimate_kernel
     from graphattn.ops.dense import padded_blocks
 
     blocks = padded_blocks(graph)
-    if replicated is None and blocks is not None:
+    if replicated is not None:
+        batch, block_cells, density = graph.num_graphs, pattern.num_queries * pattern.num_keys, pattern.density
+    elif blocks is not None:
         batch, length, keys = blocks
-        cells, density = length * keys, n_e / (batch * length * keys)
+        block_cells, density = length * keys, n_e / (batch * length * keys)
         batch_note = f" per block ({batch} blocks padded to {length}x{keys})"
     else:
-        cells, density = pattern.num_queries * pattern.num_keys, pattern.density
-    if density >= 0.5 and cells <= 4096 * 4096:
-        return BackendChoice("dense", f"density {density:.2f}{batch_note} >= 0.5: SDPA with a mask")
-    kernel, why = choose_kernel(graph, q.size(1))
+        batch, block_cells, density = 1, n_q * n_k, graph.density
+    kernel, csr_cost, why = estimate_kernel(graph)
+    dense_cost = DENSE_NS_PER_CELL * batch * block_cells + DENSE_NS_FIXED
+    fits = block_cells <= 4096 * 4096 and batch * block_cells * q.size(1) <= 2**28
+    if fits and dense_cost < csr_cost:
+        return BackendChoice(
+            "dense", f"density {density:.2f}{batch_note}: SDPA with a mask, est. {dense_cost / csr_cost:.2f}x the csr cost"
+        )
     return BackendChoice(f"csr.{kernel}", f"density {graph.density:.3f}; {why}")
 
 

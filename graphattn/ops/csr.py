@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 from graphattn.graph import AttentionGraph
 from graphattn.ops._common import AttentionResult, stats_dtype
 
-__all__ = ["csr_attention", "choose_kernel", "TileLayout", "tile_layout"]
+__all__ = ["csr_attention", "choose_kernel", "estimate_kernel", "TileLayout", "tile_layout", "tiled_plan"]
 
 TILE_SIZES = (16, 32, 64, 128)
 # Cost model, fitted to experiments/results/calibrate_csr.md (forward+backward, H=4, D=64,
@@ -42,6 +42,10 @@ TILED_NS_PER_TILE_ROW = 1540.0
 TILED_NS_PER_GROUP = 500_000.0
 SPARSE_NS_PER_EDGE = 262.0
 SPARSE_NS_FIXED = 8_000_000.0
+# dense masked SDPA (for auto's comparison): ~27 ns per (query, key) cell, measured on local
+# n=4096 in experiments/results/bench_attention.md, plus a fixed cost for masks and padding.
+DENSE_NS_PER_CELL = 27.0
+DENSE_NS_FIXED = 3_000_000.0
 
 
 def csr_attention(
@@ -76,16 +80,22 @@ def csr_attention(
 # ====================================================================== kernel choice
 def choose_kernel(graph: AttentionGraph, num_heads: int) -> tuple[str, str]:
     """``("tiled" | "sparse", reason)`` for this graph: the lower estimated cost."""
+    kernel, _, reason = estimate_kernel(graph)
+    return kernel, reason
+
+
+def estimate_kernel(graph: AttentionGraph) -> tuple[str, float, str]:
+    """``(kernel, estimated forward+backward ns, reason)`` of the cheaper csr kernel."""
     if graph.num_edges == 0:
-        return "sparse", "no edges"
+        return "sparse", 0.0, "no edges"
     size = choose_tile_size(graph)
     num_tiles, num_groups = tile_stats(graph, size)
     fill = graph.num_edges / max(num_tiles * size * size, 1)
     tiled = _tiled_cost(size, num_tiles, num_groups)
     sparse = SPARSE_NS_PER_EDGE * graph.num_edges + SPARSE_NS_FIXED
     if tiled <= sparse:
-        return "tiled", f"{size}x{size} tiles {fill:.0%} full (est. {tiled / sparse:.2f}x the sparse cost)"
-    return "sparse", f"edges scattered: best tiles ({size}x{size}) {fill:.0%} full, est. {tiled / sparse:.1f}x the sparse cost"
+        return "tiled", tiled, f"{size}x{size} tiles {fill:.0%} full (est. {tiled / sparse:.2f}x the sparse cost)"
+    return "sparse", sparse, f"edges scattered: best tiles ({size}x{size}) {fill:.0%} full, est. {tiled / sparse:.1f}x the sparse cost"
 
 
 def choose_tile_size(graph: AttentionGraph) -> int:
@@ -562,21 +572,37 @@ def _sddmm(graph: AttentionGraph, a: Tensor, b: Tensor, alpha: float) -> Tensor:
     return out.values().t()
 
 
+def _head_block_structure(graph: AttentionGraph, heads: int) -> tuple[Tensor, Tensor]:
+    """CSR ``(crow, col)`` of the ``[H*Nq, H*Nk]`` block diagonal holding one copy per head (cached)."""
+
+    def compute() -> tuple[Tensor, Tensor]:
+        offsets = torch.arange(heads, device=graph.device)
+        crow = (graph.crow[1:].unsqueeze(0) + offsets.unsqueeze(1) * graph.num_edges).flatten()
+        crow = torch.cat([graph.crow[:1], crow])
+        col = (graph.col.unsqueeze(0) + offsets.unsqueeze(1) * graph.num_keys).flatten()
+        return crow, col
+
+    return graph.cached(("head_block_structure", heads), compute)
+
+
 def _spmm(graph: AttentionGraph, values: Tensor, x: Tensor, transposed: bool) -> Tensor:
     """``sum_j A_ij x_j`` per head: values ``[E, H]`` on ``graph`` (or its transpose) -> ``[N, H, D]``.
 
     x is ``[H, N_cols, D]``. With ``transposed`` the values are given in ``graph``'s edge order
-    and aggregated over ``graph.transpose()``.
+    and aggregated over ``graph.transpose()``. All heads run as one SpMM with the block-diagonal
+    ``[H*N, H*N_cols]`` matrix, so there is no per-head loop.
     """
     g = graph.transpose() if transposed else graph
     if transposed:
         values = values[graph.transpose_permutation()]
     heads = values.size(1)
-    outs = []
-    for h in range(heads):
-        a = _csr(g.crow, g.col, values[:, h].contiguous(), (g.num_queries, g.num_keys))
-        outs.append(torch.sparse.mm(a, x[h]))
-    return torch.stack(outs, 1)  # [N, H, D]
+    crow, col = _head_block_structure(g, heads)
+    a = _csr(crow, col, values.t().reshape(-1), (heads * g.num_queries, heads * g.num_keys))
+    dense = x.reshape(heads * g.num_keys, x.size(-1))
+    out = dense.new_empty(heads * g.num_queries, x.size(-1))
+    # addmm with out= and beta=0 skips the zero fill and result copy that `a @ dense` makes
+    torch.addmm(out, a, dense, beta=0.0, out=out)  # [H*N, D]
+    return out.view(heads, g.num_queries, -1).transpose(0, 1)  # [N, H, D]
 
 
 def _segment_softmax(scores: Tensor, graph: AttentionGraph) -> Tensor:
