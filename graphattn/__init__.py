@@ -6,8 +6,8 @@ sparse core with several backends.
 """
 from graphattn.graph import AttentionGraph
 from graphattn.ops import attention, explain
-from graphattn import patterns
+from graphattn import nn, patterns
 
 __version__ = "0.1.0"
 
-__all__ = ["AttentionGraph", "attention", "explain", "patterns", "__version__"]
+__all__ = ["AttentionGraph", "attention", "explain", "nn", "patterns", "__version__"]

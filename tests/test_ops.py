@@ -454,3 +454,23 @@ def test_tiled_kernel_at_every_tile_size_with_strided_inputs(name, make, tile):
     plan = tiled_plan(graph, tile, torch.float64)
     if name.startswith("band") and tile <= 64:
         assert any(g.key_run is not None for g in plan.groups)  # the view path ran
+
+
+def test_auto_falls_back_to_csr_with_a_warning_when_flex_fails(monkeypatch):
+    import graphattn.ops as ops
+
+    graph = patterns.local(64, 4)
+    q, k, v, _ = _inputs(graph, bias=False)
+    monkeypatch.setattr(ops, "_FLEX_FAILURES", [])
+    monkeypatch.setattr(ops, "_choose", lambda *a, **kw: ops.BackendChoice("flex", "test") if a[-1] == "auto" else ops.BackendChoice("csr.tiled", "fallback"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no triton")
+
+    import graphattn.ops.flex as flex
+
+    monkeypatch.setattr(flex, "flex_attention_graph", broken)
+    with pytest.warns(RuntimeWarning, match="FlexAttention failed.*no triton"):
+        out = attention(q, k, v, graph)
+    torch.testing.assert_close(out, attention(q, k, v, graph, backend="reference"))
+    assert ops._FLEX_FAILURES and "no triton" in ops._FLEX_FAILURES[0]

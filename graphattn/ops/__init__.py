@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,8 @@ __all__ = ["attention", "explain", "AttentionResult", "BackendChoice", "BACKENDS
 logger = logging.getLogger("graphattn.ops")
 
 BACKENDS = ("auto", "reference", "dense", "csr", "csr.tiled", "csr.sparse", "flex")
+# errors FlexAttention raised under backend="auto"; after the first, auto stops choosing it
+_FLEX_FAILURES: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,21 @@ def attention(
     choice = _choose(q, k, v, graph, bias, dropout, return_weights, backend)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("graphattn.attention on %r -> %s", graph, choice)
-    result = _run(choice.backend, q, k, v, graph, bias, scale, dropout, return_weights)
+    if choice.backend == "flex" and backend == "auto":
+        try:
+            result = _run("flex", q, k, v, graph, bias, scale, dropout, return_weights)
+        except Exception as error:  # compilation problems vary by device and PyTorch build
+            _FLEX_FAILURES.append(f"{type(error).__name__}: {error}")
+            warnings.warn(
+                f"graphattn: FlexAttention failed on {q.device} ({type(error).__name__}: {error}); "
+                f"'auto' uses the csr backend from now on. Pass backend='flex' to see the full error.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            choice = _choose(q, k, v, graph, bias, dropout, return_weights, "csr")
+            result = _run(choice.backend, q, k, v, graph, bias, scale, dropout, return_weights)
+    else:
+        result = _run(choice.backend, q, k, v, graph, bias, scale, dropout, return_weights)
     return result if return_weights else result.output
 
 
@@ -185,7 +202,7 @@ def _choose(
     if pattern.is_full or pattern.is_causal:
         kind = "full" if pattern.is_full else "causal"
         return BackendChoice("dense", f"{kind} pattern{batch_note}: SDPA without a mask")
-    if q.is_cuda and bias is None and dropout == 0.0 and not return_weights:
+    if q.is_cuda and bias is None and dropout == 0.0 and not return_weights and not _FLEX_FAILURES:
         from graphattn.ops.flex import flex_unsupported_reason, flex_worthwhile
 
         problem = flex_unsupported_reason(q, k, v, dropout, needs_grad=_needs_grad(q, k, v, bias))

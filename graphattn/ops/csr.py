@@ -643,7 +643,9 @@ class _SparseAttention(torch.autograd.Function):
             keep = torch.rand_like(probs) >= dropout
             used = probs * keep / (1.0 - dropout)
         out = _spmm(graph, used, vh, transposed=False)
-        ctx.save_for_backward(q, k, v, out, probs, keep)
+        # the head-major copies are kept (O(N H D), like the inputs) so backward need not redo them
+        ctx.save_for_backward(qh, kh, vh, out, probs, keep)
+        ctx.input_dtypes = (q.dtype, k.dtype, v.dtype)
         ctx.graph, ctx.scale, ctx.dropout = graph, scale, dropout
         ctx.bias_dtype = None if bias is None else bias.dtype
         out = out.to(q.dtype)
@@ -655,17 +657,17 @@ class _SparseAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, _grad_weights):
-        q, k, v, out, probs, keep = ctx.saved_tensors
+        qh, kh, vh, out, probs, keep = ctx.saved_tensors
         graph: AttentionGraph = ctx.graph
         scale = ctx.scale
+        q_dtype, k_dtype, v_dtype = ctx.input_dtypes
         work = probs.dtype
         d_out = grad_out.to(work)
         doh = d_out.transpose(0, 1).contiguous()  # [H, Nq, Dv]
-        vh = v.to(work).transpose(0, 1).contiguous()
         grad_q = grad_k = grad_v = grad_bias = None
         used = probs if keep is None else probs * keep / (1.0 - ctx.dropout)
         if ctx.needs_input_grad[2]:
-            grad_v = _spmm(graph, used, doh, transposed=True).to(v.dtype)
+            grad_v = _spmm(graph, used, doh, transposed=True).to(v_dtype)
         dp = _sddmm(graph, doh, vh, 1.0)  # [E, H]
         if keep is not None:
             dp = dp * keep / (1.0 - ctx.dropout)
@@ -675,11 +677,9 @@ class _SparseAttention(torch.autograd.Function):
             grad_bias = ds.to(ctx.bias_dtype)
         ds = ds * scale
         if ctx.needs_input_grad[0]:
-            kh = k.to(work).transpose(0, 1).contiguous()
-            grad_q = _spmm(graph, ds, kh, transposed=False).to(q.dtype)
+            grad_q = _spmm(graph, ds, kh, transposed=False).to(q_dtype)
         if ctx.needs_input_grad[1]:
-            qh = q.to(work).transpose(0, 1).contiguous()
-            grad_k = _spmm(graph, ds, qh, transposed=True).to(k.dtype)
+            grad_k = _spmm(graph, ds, qh, transposed=True).to(k_dtype)
         return grad_q, grad_k, grad_v, grad_bias, None, None, None, None
 
 
