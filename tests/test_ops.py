@@ -397,7 +397,7 @@ def test_auto_uses_dense_for_padded_full_batches_and_csr_for_sparse_blocks():
     graph = patterns.batch([AttentionGraph.from_dense(m) for m in mask])
     q = torch.randn(graph.num_queries, 2, 8)
     assert explain(q, q, q, graph).backend == "dense"
-    sparse_blocks = patterns.batch([patterns.local(64, 2)] + [patterns.local(64, 3)] * 3)
+    sparse_blocks = patterns.batch([patterns.local(1024, 2)] + [patterns.local(1024, 3)] * 3)
     q = torch.randn(sparse_blocks.num_queries, 2, 8)
     assert explain(q, q, q, sparse_blocks).backend.startswith("csr")
 

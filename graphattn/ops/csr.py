@@ -43,9 +43,11 @@ TILED_NS_PER_GROUP = 500_000.0
 SPARSE_NS_PER_EDGE = 262.0
 SPARSE_NS_FIXED = 8_000_000.0
 # dense masked SDPA (for auto's comparison): ~27 ns per (query, key) cell, measured on local
-# n=4096 in experiments/results/bench_attention.md, plus a fixed cost for masks and padding.
+# n=4096 in experiments/results/bench_attention.md, plus a small fixed cost, and more when
+# unequal graphs of a batch are first scattered into padded slots.
 DENSE_NS_PER_CELL = 27.0
-DENSE_NS_FIXED = 3_000_000.0
+DENSE_NS_FIXED = 300_000.0
+DENSE_NS_PADDING = 1_000_000.0
 
 
 def csr_attention(
