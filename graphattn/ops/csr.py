@@ -507,20 +507,21 @@ class _TiledAttention(torch.autograd.Function):
         layout = plan.layout
         t, scale, heads = layout.size, ctx.scale, q.size(1)
         it = iter(rest)
-        qb = _to_blocks(q, layout.num_query_blocks, t)
-        kb = _to_blocks(k, layout.num_key_blocks, t)
         vb = _to_blocks(v, layout.num_key_blocks, t)
         dob = _to_blocks(grad_out.contiguous(), layout.num_query_blocks, t)  # [H, nQB, T, Dv]
         stats = stats_dtype(q.dtype)
         delta = (grad_out.to(stats) * out.to(stats)).sum(-1, keepdim=True)  # [Nq, H, 1]
         delta_b = _to_blocks(delta, layout.num_query_blocks, t)  # [H, nQB, T, 1]
         # gradients accumulate in contiguous [H, nB, T, D] buffers (GEMM writes into slices)
-        grad_qb = q.new_zeros(qb.shape) if ctx.needs_input_grad[0] else None
-        grad_kb = k.new_zeros(kb.shape) if ctx.needs_input_grad[1] else None
+        grad_qb = q.new_zeros(heads, layout.num_query_blocks, t, q.size(2)) if ctx.needs_input_grad[0] else None
+        grad_kb = k.new_zeros(heads, layout.num_key_blocks, t, k.size(2)) if ctx.needs_input_grad[1] else None
         grad_vb = v.new_zeros(vb.shape) if ctx.needs_input_grad[2] else None
         grad_bias = None
         if ctx.needs_input_grad[3]:
             grad_bias = torch.zeros(layout.num_edges, heads, dtype=ctx.bias_dtype, device=q.device)
+        fused = stats == q.dtype
+        kb_scaled = _to_blocks(k * scale, layout.num_key_blocks, t) if ctx.needs_input_grad[0] else None
+        qb_scaled = _to_blocks(q * scale, layout.num_query_blocks, t) if ctx.needs_input_grad[1] else None
         for group, has_keep in zip(plan.groups, ctx.has_keep):
             probs = next(it)
             keep = next(it) if has_keep else None
@@ -529,18 +530,26 @@ class _TiledAttention(torch.autograd.Function):
             dog = _query_tiles(dob, group)  # [H, nG, T, Dv]
             if grad_vb is not None:
                 _accumulate_key_grad(grad_vb, group, used.to(v.dtype), dog)
-            dp = _per_head_bmm(dog, _key_tiles(vb, group).transpose(-1, -2), q.new_empty(heads, n_g, t, m * t)).to(stats)
-            if keep is not None:
-                dp = dp * keep / (1.0 - ctx.dropout)
-            ds = dp.sub_(_query_tiles(delta_b, group)).mul_(probs)
+            vt = _key_tiles(vb, group).transpose(-1, -2)
+            delta_g = _query_tiles(delta_b, group)  # [H, nG, T, 1]
+            if keep is None and fused:
+                # dP - delta straight out of the GEMM (beta = 1 on the broadcast -delta)
+                ds = _per_head_bmm(dog, vt, q.new_empty(heads, n_g, t, m * t), add=delta_g.neg())
+            else:
+                ds = _per_head_bmm(dog, vt, q.new_empty(heads, n_g, t, m * t)).to(stats)
+                if keep is not None:
+                    ds = ds * keep / (1.0 - ctx.dropout)
+                ds = ds.sub_(delta_g)
+            ds = ds.mul_(probs)  # dS = P * (dP - delta): the score gradient (= bias gradient)
             if grad_bias is not None:
                 grad_bias[group.edges] = ds.view(heads, -1)[:, group.positions].t().to(ctx.bias_dtype)
-            ds = ds.mul_(scale).to(q.dtype)
+            ds = ds.to(q.dtype)
+            # the score scale is applied to the (small) q / k blocks, not to dS
             if grad_qb is not None:
-                dq = _per_head_bmm(ds, _key_tiles(kb, group), q.new_empty(heads, n_g, t, q.size(2)))
+                dq = _per_head_bmm(ds, _key_tiles(kb_scaled, group), q.new_empty(heads, n_g, t, q.size(2)))
                 _put_query_tiles(grad_qb, group, dq)
             if grad_kb is not None:
-                _accumulate_key_grad(grad_kb, group, ds, _query_tiles(qb, group))
+                _accumulate_key_grad(grad_kb, group, ds, _query_tiles(qb_scaled, group))
         grad_q = _from_blocks(grad_qb, layout.num_queries) if grad_qb is not None else None
         grad_k = _from_blocks(grad_kb, layout.num_keys) if grad_kb is not None else None
         grad_v = _from_blocks(grad_vb, layout.num_keys) if grad_vb is not None else None
