@@ -170,25 +170,32 @@ def study_local(n: int, window: int, repeats: int) -> dict:
 
 
 def study_scaling(sizes: list[int], window: int, dense_max: int, repeats: int) -> list[dict]:
-    """Time and peak memory as n doubles at a fixed window; dense up to ``dense_max``."""
-    rows = []
+    """Time and peak memory as n doubles at a fixed window; dense up to ``dense_max``.
+
+    All sizes run interleaved in the same rounds, so the growth ratios compare times taken
+    under the same machine load.
+    """
+    fns: dict[str, Callable[[], object]] = {}
+    edges = {}
     for n in sizes:
         graph = local_graph(n, window)
         q, k, v = make_inputs(n)
-        attention(q.detach(), k.detach(), v.detach(), graph, backend="csr")  # layout built once
-        fns = {"csr": ours(q, k, v, graph)}
-        mask = None
+        explain(q, k, v, graph, backend="csr")  # layouts built once, outside the timing
+        fns[f"csr/{n}"] = ours(q, k, v, graph)
         if n <= dense_max:
-            mask = graph.to_dense()
-            fns["sdpa_mask"] = sdpa(q, k, v, mask)
-        times = median_times(fns, repeats)
-        row = {"n": n, "edges": graph.num_edges, "forward_backward": times}
-        row["peak_bytes"] = {"csr": peak_memory("csr", n, window)}
-        if mask is not None:
-            row["peak_bytes"]["sdpa_mask"] = peak_memory("sdpa_mask", n, window)
+            fns[f"sdpa_mask/{n}"] = sdpa(q, k, v, graph.to_dense())
+        edges[n] = graph.num_edges
+    times = median_times(fns, repeats)
+    rows = []
+    for n in sizes:
+        row = {"n": n, "edges": edges[n], "forward_backward": {}, "peak_bytes": {}}
+        for name in ("csr", "sdpa_mask"):
+            if f"{name}/{n}" in times:
+                row["forward_backward"][name] = times[f"{name}/{n}"]
+                row["peak_bytes"][name] = peak_memory(name, n, window)
         rows.append(row)
-        del fns, mask
-        gc.collect()
+    del fns
+    gc.collect()
     for prev, cur in zip(rows, rows[1:]):
         cur["growth"] = {
             name: cur["forward_backward"][name] / prev["forward_backward"][name]
