@@ -554,6 +554,8 @@ def _batched_pattern(graph: AttentionGraph, heads: int, dtype: torch.dtype, tran
         g = graph.transpose() if transposed else graph
         crow = g.crow.unsqueeze(0).expand(heads, -1).contiguous()
         col = g.col.unsqueeze(0).expand(heads, -1).contiguous()
+        if max(g.num_edges, g.num_queries, g.num_keys) < 2**31:
+            crow, col = crow.int(), col.int()
         values = torch.zeros(heads, g.num_edges, dtype=dtype, device=g.device)
         return _csr(crow, col, values, (heads, g.num_queries, g.num_keys))
 
@@ -575,6 +577,8 @@ def _head_block_structure(graph: AttentionGraph, heads: int) -> tuple[Tensor, Te
         crow = (graph.crow[1:].unsqueeze(0) + offsets.unsqueeze(1) * graph.num_edges).flatten()
         crow = torch.cat([graph.crow[:1], crow])
         col = (graph.col.unsqueeze(0) + offsets.unsqueeze(1) * graph.num_keys).flatten()
+        if heads * max(graph.num_edges, graph.num_queries, graph.num_keys) < 2**31:
+            crow, col = crow.int(), col.int()  # sparse BLAS is faster with 32-bit indices
         return crow, col
 
     return graph.cached(("head_block_structure", heads), compute)
