@@ -210,7 +210,13 @@ def _choose(
             return BackendChoice("flex", "CUDA, block-structured pattern: FlexAttention BlockMask")
     # Dense masked attention pays for every (query, key) cell of each sequence / block; the csr
     # kernels pay per tile cell or per edge. Compare the estimated costs (graphattn.ops.csr).
-    from graphattn.ops.csr import DENSE_NS_FIXED, DENSE_NS_PADDING, DENSE_NS_PER_CELL, estimate_kernel
+    from graphattn.ops.csr import (
+        DENSE_NS_FIXED,
+        DENSE_NS_PADDING,
+        DENSE_NS_PER_CELL,
+        cost_lower_bound,
+        estimate_kernel,
+    )
     from graphattn.ops.dense import padded_blocks
 
     blocks = padded_blocks(graph)
@@ -222,11 +228,14 @@ def _choose(
         batch_note = f" per block ({batch} blocks padded to {length}x{keys})"
     else:
         batch, block_cells, density = 1, n_q * n_k, graph.density
-    kernel, csr_cost, why = estimate_kernel(graph)
     dense_cost = DENSE_NS_PER_CELL * batch * block_cells + DENSE_NS_FIXED
     if replicated is None and blocks is not None and graph.uniform_blocks is None:
         dense_cost += DENSE_NS_PADDING
     fits = block_cells <= 4096 * 4096 and batch * block_cells * q.size(1) <= 2**28
+    if fits and dense_cost <= cost_lower_bound(n_e):
+        # cheaper than any csr kernel could be: skip the tile statistics (a pass over the edges)
+        return BackendChoice("dense", f"density {density:.2f}{batch_note}: SDPA with a mask, cheaper than any csr kernel")
+    kernel, csr_cost, why = estimate_kernel(graph)
     if fits and dense_cost < csr_cost:
         return BackendChoice(
             "dense", f"density {density:.2f}{batch_note}: SDPA with a mask, est. {dense_cost / csr_cost:.2f}x the csr cost"

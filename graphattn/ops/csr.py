@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 from graphattn.graph import AttentionGraph
 from graphattn.ops._common import AttentionResult, stats_dtype
 
-__all__ = ["csr_attention", "choose_kernel", "estimate_kernel", "TileLayout", "tile_layout", "tiled_plan"]
+__all__ = ["csr_attention", "choose_kernel", "estimate_kernel", "cost_lower_bound", "TileLayout", "tile_layout", "tiled_plan"]
 
 TILE_SIZES = (16, 32, 64, 128)
 # Cost model, fitted to experiments/results/calibrate_csr.md (forward+backward, H=4, D=64,
@@ -84,6 +84,12 @@ def choose_kernel(graph: AttentionGraph, num_heads: int) -> tuple[str, str]:
     """``("tiled" | "sparse", reason)`` for this graph: the lower estimated cost."""
     kernel, _, reason = estimate_kernel(graph)
     return kernel, reason
+
+
+def cost_lower_bound(num_edges: int) -> float:
+    """Nanoseconds no csr kernel can beat on ``num_edges`` edges (each edge is at least one tile cell)."""
+    per_cell = TILED_NS_PER_CELL + TILED_NS_PER_TILE_ROW / max(TILE_SIZES)
+    return min(per_cell * num_edges, SPARSE_NS_PER_EDGE * num_edges + SPARSE_NS_FIXED)
 
 
 def estimate_kernel(graph: AttentionGraph) -> tuple[str, float, str]:
