@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["AttentionGraph"]
+__all__ = ["AttentionGraph", "iter_graph_slices"]
 
 
 def _as_index_tensor(value: Any, name: str) -> Tensor:

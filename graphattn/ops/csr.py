@@ -686,9 +686,3 @@ class _SparseAttention(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_k = _spmm(graph, ds, qh, transposed=True).to(k_dtype)
         return grad_q, grad_k, grad_v, grad_bias, None, None, None, None
-
-
-def flops(num_edges: int, num_heads: int, head_dim: int, backward: bool = True) -> float:
-    """Approximate floating point operations of attention over ``E`` edges (12 E H D with backward)."""
-    return (12 if backward else 4) * num_edges * num_heads * head_dim
-
