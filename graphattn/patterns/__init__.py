@@ -13,6 +13,10 @@ Graphs (:mod:`~graphattn.patterns.graph`, PyG edge direction): :func:`adjacency`
 Combinators (:mod:`~graphattn.patterns.combine`): :func:`union`, :func:`intersect`,
 :func:`difference`, :func:`per_head`, :func:`batch`.
 
+Specs (:mod:`~graphattn.patterns.spec`, what model configs store): :class:`PatternSpec` (a
+pattern by name, built for any length), :func:`sequence_batch` (one pattern per padded
+sequence), :func:`gather_rows` (rows of a pattern, for key/value-cache decoding).
+
 Pictures (:mod:`~graphattn.patterns.plot`, matplotlib imported lazily): :func:`plot`,
 :func:`plot_patterns`, :func:`pattern_image`.
 
@@ -38,6 +42,7 @@ from graphattn.patterns.sequence import (
     random,
     strided,
 )
+from graphattn.patterns.spec import PATTERN_NAMES, PatternSpec, as_pattern_spec, embed, gather_rows, sequence_batch
 
 __all__ = [
     # sequences
@@ -65,6 +70,13 @@ __all__ = [
     "difference",
     "per_head",
     "batch",
+    # specs
+    "PatternSpec",
+    "PATTERN_NAMES",
+    "as_pattern_spec",
+    "sequence_batch",
+    "gather_rows",
+    "embed",
     # pictures
     "plot",
     "plot_patterns",

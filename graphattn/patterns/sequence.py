@@ -394,6 +394,7 @@ def random(
     seed: int = 0,
     *,
     num_keys: int | None = None,
+    causal: bool = False,
     device: torch.device | str | None = None,
 ) -> AttentionGraph:
     """Each query attends ``k`` distinct keys drawn uniformly at random.
@@ -402,21 +403,37 @@ def random(
     CPU with a ``torch.Generator`` seeded with ``seed``, then moved to ``device``), not on the
     global RNG.
 
+    ``causal=True`` (self attention only): query ``i`` attends ``min(k, i + 1)`` distinct keys
+    drawn uniformly from ``0 .. i``. These draws come from a counter-based hash of
+    ``(seed, i, draw)``, so row ``i`` is the same for every sequence length ``n`` (the pattern of
+    a prefix is the prefix of the pattern), which incremental decoding with a key/value cache
+    relies on.
+
     Args:
         num_queries: ``Nq`` (``n`` for self attention).
-        k: keys per query, ``0 <= k <= num_keys``.
+        k: keys per query, ``0 <= k <= num_keys`` (any ``k >= 0`` when causal).
         seed: generator seed.
         num_keys: ``Nk``; defaults to ``num_queries``.
+        causal: draw only among earlier keys (see above).
         device: where the CSR tensors live (default CPU).
 
     Example:
         >>> g = random(6, 2, seed=1)
         >>> g.degrees.tolist()
         [2, 2, 2, 2, 2, 2]
+        >>> random(6, 2, seed=1, causal=True).degrees.tolist()
+        [1, 2, 2, 2, 2, 2]
     """
     num_queries = _check_int(num_queries, "num_queries")
     num_keys = num_queries if num_keys is None else _check_int(num_keys, "num_keys")
     k = _check_int(k, "k")
+    if causal:
+        if num_keys != num_queries:
+            raise ValueError(
+                f"Expected num_keys == num_queries for causal=True (got {num_queries} queries and "
+                f"{num_keys} keys); causal random attention is self attention over one sequence"
+            )
+        return _causal_random(num_queries, k, _check_int(seed, "seed"), _check_device(device))
     if k > num_keys:
         raise ValueError(
             f"Expected k <= num_keys = {num_keys} distinct random keys per query (got k = {k}); "
@@ -445,8 +462,58 @@ def random(
     return _from_sorted_rows(rows, keys.reshape(-1), num_queries, num_keys)
 
 
+# splitmix64 constants as signed int64 (torch multiplies int64 with wrap-around)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 values (``>>`` is arithmetic on signed integers)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(x: Tensor) -> Tensor:
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def _hash_uniform(seed: int, rows: Tensor, draw: int) -> Tensor:
+    """``[R]`` float64 in [0, 1), a function of ``(seed, row, draw)`` only (counter-based)."""
+    key = _splitmix64(_splitmix64(rows * 0x632BE5AB + seed) + draw)
+    return _shift_right(key, 11).double() / float(1 << 53)
+
+
+def _causal_random(n: int, k: int, seed: int, device: torch.device) -> AttentionGraph:
+    """Row ``i``: ``min(k, i + 1)`` distinct keys from ``0 .. i`` by Floyd's algorithm, vectorized
+    over rows, each draw from :func:`_hash_uniform` (so rows do not depend on ``n``)."""
+    rows = torch.arange(n)
+    size = rows + 1  # keys available to each row
+    count = size.clamp(max=k)
+    keys = torch.full((n, k), -1, dtype=torch.long)
+    for step in range(k):
+        # Floyd: for t = size - count + step, draw c in [0, t]; take t if c was already taken
+        upper = size - count + step  # [n]
+        active = step < count
+        candidate = (_hash_uniform(seed, rows, step) * (upper + 1).double()).long().clamp(max=upper)
+        taken = (keys[:, :step] == candidate[:, None]).any(1)
+        keys[:, step] = torch.where(active, torch.where(taken, upper, candidate), -1)
+    keys = keys.sort(dim=1).values  # the unused slots (-1) come first
+    valid = keys >= 0
+    return _from_sorted_rows(rows[:, None].expand(n, k)[valid].to(device), keys[valid].to(device), n, n)
+
+
 def bigbird(
-    n: int, window: int, num_global: int, num_random: int, seed: int = 0, *, device: torch.device | str | None = None
+    n: int,
+    window: int,
+    num_global: int,
+    num_random: int,
+    seed: int = 0,
+    *,
+    causal: bool = False,
+    device: torch.device | str | None = None,
 ) -> AttentionGraph:
     """BigBird (token level): sliding window + the first ``num_global`` positions global + random.
 
@@ -454,12 +521,17 @@ def bigbird(
     and :func:`random` ``(n, num_random, seed)``. Random keys that are already in the window or
     global are merged, so a row has *at most* ``2 * window + 1 + num_global + num_random`` keys.
 
+    ``causal=True`` keeps only keys ``j <= i`` of the window and the global part and draws the
+    random keys among earlier positions (:func:`random` with ``causal=True``), so that every row
+    keeps ``num_random`` random keys and the pattern of a prefix is the prefix of the pattern.
+
     Args:
         n: sequence length.
         window: local window each side (``|i - j| <= window``).
         num_global: positions ``0 .. num_global - 1`` are global (``<= n``).
         num_random: random keys per query (``<= n``).
         seed: seed of the random part (same seed, same graph).
+        causal: the decoder form described above.
         device: where the CSR tensors live (default CPU).
     """
     n = _check_int(n, "n")
@@ -468,6 +540,16 @@ def bigbird(
         raise ValueError(
             f"Expected num_global <= n = {n} (got {num_global}); the global tokens are existing "
             f"positions 0 .. num_global - 1, use add_global_tokens to append new ones"
+        )
+    if causal:
+        from graphattn.patterns.combine import intersect
+
+        return _union(
+            [
+                local(n, window, causal=True, device=device),
+                intersect(global_tokens(n, torch.arange(num_global), device=device), causal_pattern(n, device=device)),
+                random(n, num_random, seed, causal=True, device=device),
+            ]
         )
     return _union(
         [
@@ -497,3 +579,6 @@ def longformer(
                 [1, 0, 0, 1]], dtype=torch.int32)
     """
     return _union([local(n, window, device=device), global_tokens(n, positions, device=device)])
+
+
+causal_pattern = causal  # the builder, under a name that functions with a 'causal' flag can use
