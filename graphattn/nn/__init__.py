@@ -5,7 +5,49 @@
   scoring ``scaled_dot``, ``dot``, ``additive``, ``bilinear``.
 * :class:`TorchCompatibleMultiheadAttention`: a drop-in for ``torch.nn.MultiheadAttention``
   (same forward, layout and mask polarity), made by :meth:`MultiheadAttention.from_torch`.
+* :class:`TransformerLayer`: self-attention, optional cross-attention and feed-forward over node
+  features with an :class:`AttentionContext` (graph, per-edge position bias, positions), pre- or
+  post-norm; :class:`KeyValueCache` / :class:`LayerCache` for incremental decoding.
+* Positions (:mod:`graphattn.nn.positional`): sinusoidal and learned embeddings, T5 relative
+  bias and ALiBi per edge, rotary (RoPE); for graphs Laplacian-eigenvector and random-walk
+  encodings.
 """
 from graphattn.nn.attention import SCORES, AttentionOutput, MultiheadAttention, TorchCompatibleMultiheadAttention
+from graphattn.nn.positional import (
+    ALiBi,
+    LaplacianPositionalEncoding,
+    LearnedPositionalEmbedding,
+    RandomWalkPositionalEncoding,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+    alibi_slopes,
+    graph_positions,
+    laplacian_eigenvector_pe,
+    random_walk_pe,
+)
+from graphattn.nn.transformer import AttentionContext, FeedForward, KeyValueCache, LayerCache, TransformerLayer
 
-__all__ = ["MultiheadAttention", "TorchCompatibleMultiheadAttention", "AttentionOutput", "SCORES"]
+__all__ = [
+    "MultiheadAttention",
+    "TorchCompatibleMultiheadAttention",
+    "AttentionOutput",
+    "SCORES",
+    "TransformerLayer",
+    "FeedForward",
+    "AttentionContext",
+    "KeyValueCache",
+    "LayerCache",
+    # positions
+    "SinusoidalPositionalEmbedding",
+    "LearnedPositionalEmbedding",
+    "RelativePositionBias",
+    "RotaryEmbedding",
+    "ALiBi",
+    "alibi_slopes",
+    "graph_positions",
+    "laplacian_eigenvector_pe",
+    "random_walk_pe",
+    "LaplacianPositionalEncoding",
+    "RandomWalkPositionalEncoding",
+]

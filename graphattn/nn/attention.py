@@ -412,9 +412,9 @@ class MultiheadAttention(nn.Module):
         self._check_graph_heads(graph)
         if edge_bias is not None:
             self._check_edge_bias(edge_bias, (graph.num_edges, self.num_heads), "[E, H]")
-        q, k, v = self._project(x, x_key, x_value)
-        out, weights = self._attend(q, k, v, graph, edge_bias, need_weights)
-        out = self._output(out, graph)
+        q, k, v = self.project(x, x_key, x_value)
+        out, weights = self.attend(q, k, v, graph, edge_bias, need_weights)
+        out = self.project_output(out, graph)
         if not need_weights:
             return out
         if input_edge_map is not None:
@@ -468,13 +468,13 @@ class MultiheadAttention(nn.Module):
             if keep is not None and bias is not None:
                 bias = bias[keep]
 
-        q, k, v = self._project(
+        q, k, v = self.project(
             query.reshape(batch * num_queries, -1),
             key.reshape(batch * num_keys, -1),
             value.reshape(batch * num_keys, -1),
         )
-        out, weights = self._attend(q, k, v, graph, bias, need_weights)
-        out = self._output(out, graph).view(batch, num_queries, self.embed_dim)
+        out, weights = self.attend(q, k, v, graph, bias, need_weights)
+        out = self.project_output(out, graph).view(batch, num_queries, self.embed_dim)
         if not self.batch_first:
             out = out.transpose(0, 1)
         if not need_weights:
@@ -526,18 +526,34 @@ class MultiheadAttention(nn.Module):
         if tuple(edge_bias.shape) != shape:
             raise ValueError(f"Expected 'edge_bias' of shape {layout} = {list(shape)}, got {list(edge_bias.shape)}")
 
-    def _project(self, x_query: Tensor, x_key: Tensor, x_value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # The three steps of forward, public so that layers built on this one (Transformer blocks
+    # with rotary positions or a key/value cache) can act between them.
+    def project(self, x_query: Tensor, x_key: Tensor, x_value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``[Nq, E], [Nk, kdim], [Nk, vdim]`` -> q ``[Nq, H, D]``, k ``[Nk, H, D]``, v ``[Nk, H, Dv]``."""
-        heads = self.num_heads
-        q = self.q_proj(x_query).view(-1, heads, self.head_dim)
-        k = self.k_proj(x_key).view(-1, heads, self.head_dim)
-        v = self.v_proj(x_value).view(-1, heads, self.value_head_dim)
-        return q, k, v
+        return self.project_query(x_query), *self.project_key_value(x_key, x_value)
 
-    def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, graph: AttentionGraph, bias: Tensor | None, need_weights: bool
+    def project_query(self, x_query: Tensor) -> Tensor:
+        """``[..., E]`` -> queries ``[..., H, D]``."""
+        return self.q_proj(x_query).unflatten(-1, (self.num_heads, self.head_dim))
+
+    def project_key_value(self, x_key: Tensor, x_value: Tensor) -> tuple[Tensor, Tensor]:
+        """``[..., kdim], [..., vdim]`` -> keys ``[..., H, D]``, values ``[..., H, Dv]``."""
+        k = self.k_proj(x_key).unflatten(-1, (self.num_heads, self.head_dim))
+        v = self.v_proj(x_value).unflatten(-1, (self.num_heads, self.value_head_dim))
+        return k, v
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        graph: AttentionGraph,
+        bias: Tensor | None = None,
+        need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Score, softmax and aggregate on the core: -> ``[Nq, H, Dv]`` and weights ``[E, H]``."""
+        """Score, softmax and aggregate projected heads on the core (this layer's scoring function,
+        scale, dropout and backend): q ``[Nq, H, D]``, k ``[Nk, H, D]``, v ``[Nk, H, Dv]``, per-edge
+        ``bias`` ``[E, H]`` -> ``([Nq, H, Dv], weights [E, H] or None)``."""
         if bias is not None:
             bias = bias.to(q.dtype)
         scale = self.scale
@@ -556,7 +572,7 @@ class MultiheadAttention(nn.Module):
             return output, weights
         return attention(q, k, v, graph, bias=bias, scale=scale, dropout=dropout, backend=self.backend), None
 
-    def _output(self, heads_out: Tensor, graph: AttentionGraph) -> Tensor:
+    def project_output(self, heads_out: Tensor, graph: AttentionGraph) -> Tensor:
         """``[Nq, H, Dv]`` -> ``out_proj`` -> ``[Nq, E]``, exactly zero at queries without keys."""
         out = self.out_proj(heads_out.reshape(heads_out.size(0), -1))
         if self.out_proj.bias is not None:
@@ -687,7 +703,7 @@ class TorchCompatibleMultiheadAttention(MultiheadAttention):
         batch, num_queries, _ = query.shape
         num_keys, heads = key.size(1), self.num_heads
 
-        q, k, v = self._project(
+        q, k, v = self.project(
             query.reshape(batch * num_queries, -1),
             key.reshape(batch * num_keys, -1),
             value.reshape(batch * num_keys, -1),
@@ -705,11 +721,11 @@ class TorchCompatibleMultiheadAttention(MultiheadAttention):
         graph, bias = self._torch_masks_to_graph(
             attn_mask, key_padding_mask, batch, num_queries, num_keys, total_keys, q
         )
-        out, weights = self._attend(
+        out, weights = self.attend(
             q, k.reshape(batch * total_keys, heads, -1), v.reshape(batch * total_keys, heads, -1),
             graph, bias, need_weights,
         )
-        out = self._output(out, graph).view(batch, num_queries, self.embed_dim)
+        out = self.project_output(out, graph).view(batch, num_queries, self.embed_dim)
         if not self.batch_first:
             out = out.transpose(0, 1)
         dense = None

@@ -1,0 +1,17 @@
+"""Models built from graphattn's layers.
+
+* :mod:`graphattn.models.transformer`: :class:`TransformerConfig`, :class:`Encoder`,
+  :class:`EncoderDecoder` (optionally with a copy mechanism), :class:`CausalLM` (decoder-only),
+  :class:`MaskedLM` (encoder-only) and :func:`mask_tokens`.
+"""
+from graphattn.models.transformer import (
+    POSITIONS,
+    CausalLM,
+    Encoder,
+    EncoderDecoder,
+    MaskedLM,
+    TransformerConfig,
+    mask_tokens,
+)
+
+__all__ = ["TransformerConfig", "Encoder", "EncoderDecoder", "CausalLM", "MaskedLM", "mask_tokens", "POSITIONS"]

@@ -1,0 +1,341 @@
+"""Tests for the Transformer blocks and models: equality with torch.nn.Transformer* in float64,
+cached decoding == full recomputation for causal patterns, batch invariance, sparse patterns
+against a dense hand-written reference, the copy mechanism, configs and errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from graphattn import patterns
+from graphattn.models import CausalLM, Encoder, EncoderDecoder, MaskedLM, TransformerConfig, mask_tokens
+from graphattn.nn import AttentionContext, TransformerLayer
+from graphattn.patterns import PatternSpec
+
+DTYPE = torch.float64
+
+
+def small_config(**overrides) -> TransformerConfig:
+    base = dict(vocab_size=23, d_model=16, num_heads=4, num_layers=2, ff_dim=24, dropout=0.0)
+    base.update(overrides)
+    return TransformerConfig(**base)
+
+
+def right_padded(lengths: list[int], vocab: int, generator: torch.Generator, pad: int = 0, low: int = 4) -> torch.Tensor:
+    out = torch.full((len(lengths), max(lengths)), pad, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        out[row, :length] = torch.randint(low, vocab, (length,), generator=generator)
+    return out
+
+
+def randomize(module: nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial values everywhere (biases and LayerNorm parameters start at 0 / 1)."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.3)
+
+
+# ---------------------------------------------------------------------- equality with torch
+def copy_attention(ours, theirs: nn.MultiheadAttention) -> None:
+    for projection, weight, bias in zip(
+        (ours.q_proj, ours.k_proj, ours.v_proj), theirs.in_proj_weight.chunk(3), theirs.in_proj_bias.chunk(3)
+    ):
+        projection.weight.copy_(weight)
+        projection.bias.copy_(bias)
+    ours.out_proj.weight.copy_(theirs.out_proj.weight)
+    ours.out_proj.bias.copy_(theirs.out_proj.bias)
+
+
+def copy_layer(ours: TransformerLayer, theirs: nn.Module) -> None:
+    with torch.no_grad():
+        copy_attention(ours.self_attn, theirs.self_attn)
+        ours.feed_forward.linear1.load_state_dict(theirs.linear1.state_dict())
+        ours.feed_forward.linear2.load_state_dict(theirs.linear2.state_dict())
+        ours.norm1.load_state_dict(theirs.norm1.state_dict())
+        if ours.cross_attn is not None:
+            copy_attention(ours.cross_attn, theirs.multihead_attn)
+            ours.norm_cross.load_state_dict(theirs.norm2.state_dict())
+            ours.norm2.load_state_dict(theirs.norm3.state_dict())
+        else:
+            ours.norm2.load_state_dict(theirs.norm2.state_dict())
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_encoder_matches_torch_transformer_encoder(norm_first: bool, activation: str, generator) -> None:
+    config = small_config(norm_first=norm_first, activation=activation, position="none", scale_embeddings=False)
+    ours = Encoder(config).to(DTYPE).eval()
+    randomize(ours, generator)
+    layer = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first)
+    theirs = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(16) if norm_first else None, enable_nested_tensor=False)
+    theirs = theirs.to(DTYPE).eval()
+    for our_layer, their_layer in zip(ours.stack.layers, theirs.layers):
+        copy_layer(our_layer, their_layer)
+    if norm_first:
+        theirs.norm.load_state_dict(ours.stack.final_norm.state_dict())
+    ids = right_padded([7, 4, 6], 23, generator)
+    expected = theirs(ours.embedding.tokens(ids), src_key_padding_mask=ids == 0)
+    got = ours(ids)
+    real = ids != 0
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor")
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_decoder_matches_torch_transformer(norm_first: bool, generator) -> None:
+    config = small_config(norm_first=norm_first, position="none", scale_embeddings=False, tie_embeddings=False)
+    ours = EncoderDecoder(config).to(DTYPE).eval()
+    randomize(ours, generator)
+    theirs = nn.Transformer(
+        16, 4, 2, 2, 24, dropout=0.0, batch_first=True, norm_first=norm_first
+    ).to(DTYPE).eval()
+    for our_layer, their_layer in zip(ours.encoder.stack.layers, theirs.encoder.layers):
+        copy_layer(our_layer, their_layer)
+    for our_layer, their_layer in zip(ours.decoder.stack.layers, theirs.decoder.layers):
+        copy_layer(our_layer, their_layer)
+    if norm_first:
+        theirs.encoder.norm.load_state_dict(ours.encoder.stack.final_norm.state_dict())
+        theirs.decoder.norm.load_state_dict(ours.decoder.stack.final_norm.state_dict())
+    else:  # nn.Transformer always ends both stacks with a LayerNorm; make it the identity
+        for norm in (theirs.encoder.norm, theirs.decoder.norm):
+            nn.init.ones_(norm.weight), nn.init.zeros_(norm.bias)
+        theirs.encoder.norm, theirs.decoder.norm = None, None
+    src = right_padded([6, 3, 5], 23, generator)
+    tgt = right_padded([4, 4, 2], 23, generator)
+    tgt[:, 0] = config.bos_id
+    causal_mask = torch.ones(tgt.size(1), tgt.size(1), dtype=torch.bool).triu(1)  # True = not allowed
+    hidden = theirs(
+        ours.encoder.embedding.tokens(src),
+        ours.decoder.embedding.tokens(tgt),
+        tgt_mask=causal_mask,
+        src_key_padding_mask=src == 0,
+        memory_key_padding_mask=src == 0,
+        tgt_key_padding_mask=tgt == 0,
+    )
+    expected = ours.decoder.output(hidden)
+    got = ours(src, tgt)
+    real = tgt != 0
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------------- sparse patterns vs dense
+def test_layer_with_local_pattern_matches_dense_reference(generator) -> None:
+    """One pre-norm layer with a local pattern == the same layer written with a dense mask."""
+    layer = TransformerLayer(16, 4, 24, dropout=0.0, norm_first=True).to(DTYPE).eval()
+    randomize(layer, generator)
+    length = 9
+    spec = PatternSpec.parse("local(window=2)")
+    graph = patterns.sequence_batch(spec, [length, 6], query_slots=length)
+    x = torch.randn(2 * length, 16, generator=generator, dtype=DTYPE)
+    got = layer(x, AttentionContext(graph)).view(2, length, 16)
+    for row, real in enumerate([length, 6]):
+        h = layer.norm1(x.view(2, length, 16)[row, :real])
+        allowed = patterns.local(real, 2).to_dense()
+        mha = nn.MultiheadAttention(16, 4, batch_first=True).to(DTYPE)
+        with torch.no_grad():
+            mha.in_proj_weight.copy_(torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight]))
+            mha.in_proj_bias.copy_(torch.cat([layer.self_attn.q_proj.bias, layer.self_attn.k_proj.bias, layer.self_attn.v_proj.bias]))
+            mha.out_proj.load_state_dict(layer.self_attn.out_proj.state_dict())
+        attended = mha(h[None], h[None], h[None], attn_mask=~allowed, need_weights=False)[0][0]
+        y = x.view(2, length, 16)[row, :real] + attended
+        y = y + layer.feed_forward(layer.norm2(y))
+        torch.testing.assert_close(got[row, :real], y, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- cached decoding
+CAUSAL_PATTERNS = [
+    "causal",
+    "local(window=3, causal=True)",
+    "strided(stride=3, causal=True)",
+    "block(size=4, causal=True)",
+    "union(local(window=2, causal=True), global_tokens(positions=(0,), causal=True))",
+    "bigbird(window=2, num_global=1, num_random=2, causal=True, seed=3)",
+    "per_head(causal, local(window=1, causal=True), strided(stride=2, causal=True), block(size=3, causal=True))",
+]
+POSITIONS = ["sinusoidal", "learned", "relative", "rotary", "alibi"]
+
+
+def greedy_with_cache(model, inputs: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy decoding by hand through the Decodable protocol; returns (tokens [B, steps], logits [B, steps, V])."""
+    start = model.start_decoding(inputs, max_new_tokens=steps)
+    logits, state = start.logits, start.state
+    tokens, all_logits = [], []
+    for step in range(steps):
+        all_logits.append(logits)
+        token = logits.argmax(-1)
+        tokens.append(token)
+        if step + 1 < steps:
+            logits, state = model.decode_step(token, state)
+    return torch.stack(tokens, 1), torch.stack(all_logits, 1)
+
+
+@pytest.mark.parametrize("pattern", CAUSAL_PATTERNS)
+@pytest.mark.parametrize("position", POSITIONS)
+def test_encoder_decoder_cached_decoding_equals_full_recomputation(pattern: str, position: str, generator) -> None:
+    config = small_config(decoder_pattern=pattern, position=position, encoder_pattern="local(window=2)")
+    torch.manual_seed(0)
+    model = EncoderDecoder(config).to(DTYPE).eval()
+    src = right_padded([7, 3, 5], 23, generator)
+    steps = 12
+    tokens, cached_logits = greedy_with_cache(model, src, steps)
+    tgt_in = torch.cat([torch.full((3, 1), config.bos_id), tokens[:, :-1]], 1)
+    tgt_in = torch.where(tgt_in == config.pad_id, config.unk_id, tgt_in)  # no pad inside the sequence
+    assert not bool((tokens[:, :-1] == config.pad_id).any()), "test needs sequences without pad tokens"
+    full_logits = model(src, tgt_in)
+    torch.testing.assert_close(cached_logits, full_logits, rtol=1e-5, atol=1e-5)
+
+
+def prompts_without_pad_predictions(model, prompts, steps):
+    tokens, cached = greedy_with_cache(model, prompts, steps)
+    return tokens, cached
+
+
+@pytest.mark.parametrize("pattern", CAUSAL_PATTERNS)
+@pytest.mark.parametrize("position", POSITIONS)
+def test_causal_lm_cached_decoding_equals_full_recomputation(pattern: str, position: str, generator) -> None:
+    config = small_config(decoder_pattern=pattern, position=position)
+    torch.manual_seed(1)
+    model = CausalLM(config).to(DTYPE).eval()
+    lengths = [5, 2, 8]
+    prompts = right_padded(lengths, 23, generator)
+    steps = 9
+    tokens, cached_logits = greedy_with_cache(model, prompts, steps)
+    for row, length in enumerate(lengths):
+        sequence = torch.cat([prompts[row, :length], tokens[row, :-1]])
+        assert not bool((sequence == config.pad_id).any())
+        # a full pass over the same total length as the cache (length-dependent random edges)
+        padded = torch.cat([sequence, torch.zeros(prompts.size(1) + steps - sequence.numel(), dtype=torch.long)])
+        logits = model(padded[None])[0]
+        torch.testing.assert_close(cached_logits[row], logits[length - 1:length - 1 + steps], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_refuses_non_causal_decoder_pattern() -> None:
+    with pytest.raises(ValueError, match="causal self-attention pattern.*local"):
+        EncoderDecoder(small_config(decoder_pattern="local(window=2)"))
+    with pytest.raises(ValueError, match="causal=True"):
+        CausalLM(small_config(decoder_pattern="full"))
+
+
+# ---------------------------------------------------------------------- batch invariance
+@pytest.mark.parametrize("position", ["sinusoidal", "relative", "rotary"])
+def test_each_sequence_is_independent_of_its_batch(position: str, generator) -> None:
+    config = small_config(
+        position=position, encoder_pattern="bigbird(window=1, num_global=1, num_random=2)",
+        decoder_pattern="local(window=2, causal=True)",
+    )
+    model = EncoderDecoder(config).to(DTYPE).eval()
+    src = right_padded([9, 4, 6, 2], 23, generator)
+    tgt = right_padded([5, 3, 5, 1], 23, generator)
+    tgt[:, 0] = config.bos_id
+    batched = model(src, tgt)
+    for row in range(4):
+        s_len, t_len = int((src[row] != 0).sum()), int((tgt[row] != 0).sum())
+        alone = model(src[row:row + 1, :s_len], tgt[row:row + 1, :t_len])
+        torch.testing.assert_close(batched[row, :t_len], alone[0], rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- copy mechanism
+def test_copy_mechanism_distribution(generator) -> None:
+    config = small_config(copy=True)
+    model = EncoderDecoder(config).to(DTYPE).eval()
+    src = right_padded([6, 4], 23, generator)
+    src[0, 2] = 23  # unknown source words with extended ids V + k
+    src[0, 4] = 24
+    src[1, 1] = 23
+    tgt = torch.tensor([[1, 23, 5], [1, 23, 0]])
+    log_probs = model(src, tgt)
+    assert log_probs.shape == (2, 3, 25)
+    torch.testing.assert_close(log_probs.exp().sum(-1)[tgt != 0], torch.ones(5, dtype=DTYPE))
+    # an extended id absent from a row's source has (almost) no probability in that row
+    assert float(log_probs[1, 0, 24].detach().exp()) < 1e-20
+    # with the gate forced to copy, P(w) is exactly the copy attention summed over w's positions
+    with torch.no_grad():
+        model.copy_gate.bias.fill_(-1e4)
+        probs = model(src, tgt).exp()
+        memory = model.encoder.encode(src, unknown_to_unk=True)[0].reshape(-1, 16)
+        graph = patterns.sequence_batch(PatternSpec("full"), [3, 2], [6, 4], query_slots=3, key_slots=6)
+        hidden = model.decoder.stack(
+            model.decoder.embed_ids(tgt, torch.arange(3).expand(2, 3), unknown_to_unk=True).reshape(6, 16),
+            model.decoder.stack.full_contexts(torch.tensor([3, 2]), 3),
+            memory=memory, cross_context=AttentionContext(graph),
+        )
+        attn = model.copy_attention
+        weights = attn.attend(attn.project_query(hidden), *attn.project_key_value(memory, memory), graph, need_weights=True)[1]
+    dense = torch.zeros(6, 12, dtype=DTYPE)
+    dense[graph.row, graph.col] = weights[:, 0]  # [B*T, B*S] copy attention
+    for row in range(2):
+        for t in range(3 - row):
+            expected = torch.zeros(25, dtype=DTYPE).index_add_(0, src[row], dense[row * 3 + t, row * 6:(row + 1) * 6])
+            torch.testing.assert_close(probs[row, t], expected, rtol=1e-6, atol=1e-12)
+
+
+def test_copy_mechanism_gradients_and_decoding(generator) -> None:
+    config = small_config(copy=True)
+    model = EncoderDecoder(config).to(DTYPE)
+    src = right_padded([5, 3], 23, generator)
+    src[0, 1] = 23
+    tgt = torch.tensor([[1, 23, 6], [1, 7, 8]])
+    loss = -model(src, tgt).gather(-1, torch.tensor([[23, 6, 2], [7, 8, 2]])[..., None]).mean()
+    loss.backward()
+    assert model.copy_gate.weight.grad.abs().sum() > 0
+    assert model.copy_attention.q_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    tokens, cached = greedy_with_cache(model, src, 6)
+    assert cached.shape == (2, 6, 24)
+    tgt_in = torch.cat([torch.full((2, 1), 1), tokens[:, :-1]], 1)
+    tgt_in = torch.where(tgt_in == 0, 3, tgt_in)
+    torch.testing.assert_close(cached, model(src, tgt_in), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- other models
+def test_masked_lm_and_mask_tokens(generator) -> None:
+    config = small_config(mask_id=4)
+    ids = right_padded([30, 20], 23, generator, low=5)
+    inputs, labels = mask_tokens(ids, config, probability=0.5, generator=torch.Generator().manual_seed(2))
+    chosen = labels != -100
+    assert bool((ids[chosen] == labels[chosen]).all())
+    assert not bool(chosen[ids == 0].any())
+    assert bool((inputs[~chosen] == ids[~chosen]).all())
+    assert 0.2 < float(chosen.float().sum() / (ids != 0).sum()) < 0.8
+    assert int((inputs[chosen] == 4).sum()) > int(chosen.sum()) // 2
+    model = MaskedLM(config)
+    logits = model(inputs)
+    assert logits.shape == (2, 30, 23)
+    assert model.output.weight is model.encoder.embedding.tokens.weight
+
+
+def test_weight_tying_and_sharing() -> None:
+    model = EncoderDecoder(small_config(share_embeddings=True))
+    assert model.decoder.output.weight is model.decoder.embedding.tokens.weight
+    assert model.decoder.embedding.tokens is model.encoder.embedding.tokens
+    untied = EncoderDecoder(small_config(tie_embeddings=False))
+    assert untied.decoder.output.weight is not untied.decoder.embedding.tokens.weight
+
+
+def test_per_layer_patterns_are_used() -> None:
+    config = small_config(encoder_pattern=("local(window=1)", "full"))
+    model = Encoder(config)
+    assert [str(spec) for spec in model.stack.patterns] == ["local(window=1)", "full()"]
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    contexts = model.stack.full_contexts(torch.tensor([5]), 5)
+    assert contexts[0].graph.num_edges == 13 and contexts[1].graph.num_edges == 25
+
+
+def test_config_round_trip_and_errors() -> None:
+    config = small_config(decoder_pattern=("causal", "local(window=2, causal=True)"), position="relative")
+    assert TransformerConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="divisible"):
+        small_config(d_model=10, num_heads=4)
+    with pytest.raises(ValueError, match="Unknown position"):
+        small_config(position="absolute")
+    with pytest.raises(ValueError, match="one 'encoder_pattern' per layer"):
+        small_config(encoder_pattern=("full", "full", "full"))
+    with pytest.raises(ValueError, match="Unknown pattern"):
+        small_config(encoder_pattern="window(size=3)")
+    model = Encoder(small_config())
+    with pytest.raises(ValueError, match="right-padded"):
+        model(torch.tensor([[5, 0, 6]]))
+    with pytest.raises(ValueError, match=r"ids in \[0, 22\]"):
+        model(torch.tensor([[5, 30]]))
