@@ -23,7 +23,7 @@ Example:
     >>> from graphattn.patterns import PatternSpec
     >>> spec = PatternSpec.parse("local(window=1, causal=True)")
     >>> spec
-    PatternSpec('local(window=1, causal=True)')
+    PatternSpec('local(causal=True, window=1)')
     >>> spec.build(4).to_dense().int()
     tensor([[1, 0, 0, 0],
             [1, 1, 0, 0],
