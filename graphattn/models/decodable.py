@@ -20,10 +20,14 @@ class DecodingStart:
 
     Attributes:
         logits: ``[B, V]`` scores of the first new token (unnormalized log-probabilities).
-        state: model-specific decoding state (e.g. the key/value cache), opaque to generate().
-        prefix: ``[B, P]`` int64 tokens already in the output context (BOS for an
-            encoder-decoder, the prompt for a causal LM), right-padded with the pad id.
-        prefix_lengths: ``[B]`` int64 real length of each row of ``prefix``.
+        state: model-specific decoding state (e.g. a key/value cache), opaque to
+            :func:`graphattn.decoding.generate`; it only passes it to :meth:`Decodable.decode_step` and
+            :meth:`Decodable.reorder_state`.
+        prefix: ``[B, P]`` int64, the tokens already in the output context (for an
+            encoder-decoder the BOS / decoder start token; for a causal LM the prompt),
+            right-padded (with any id). The repetition penalty, no-repeat n-grams and
+            ``min_length`` see them, as Hugging Face's processors see ``input_ids``.
+        prefix_lengths: ``[B]`` int64, the real length of each row of ``prefix``.
     """
 
     logits: Tensor
@@ -34,20 +38,31 @@ class DecodingStart:
 
 @runtime_checkable
 class Decodable(Protocol):
-    """A model that :func:`graphattn.decoding.generate` can decode.
+    """The protocol a model implements to be decoded by :func:`graphattn.decoding.generate`.
 
-    Optional attributes read when generate()'s corresponding argument is None: ``eos_id``
-    (``int | None``) and ``pad_id`` (``int``).
+    Rows of the decoding batch never interact: row ``i`` of the logits depends only on row ``i``
+    of the state and of the tokens (that is what makes decoding batch invariant).
+
+    Optional attributes, read when the corresponding :func:`graphattn.decoding.generate` argument is None:
+
+    * ``eos_id: int | None``: the end-of-sequence token.
+    * ``pad_id: int``: the token written after EOS in the output.
     """
 
     def start_decoding(self, inputs: Any, *, max_new_tokens: int) -> DecodingStart:
-        """Prepare decoding of ``inputs`` (source ids ``[B, S]``, prompts ``[B, L]``, ...)."""
+        """Encode ``inputs`` (whatever the model takes: source ids ``[B, S]`` for an
+        encoder-decoder, prompts ``[B, L]`` for a causal LM, ...) and score the first new
+        token. ``max_new_tokens`` is how many tokens will be generated at most (for sizing a
+        cache)."""
         ...
 
     def decode_step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """``tokens`` ``[B']`` just chosen for every row -> (logits ``[B', V]`` of the next, state)."""
+        """``tokens [B']`` int64, the token just chosen for every row of the current batch ->
+        ``(logits [B', V] for the next token, new state)``."""
         ...
 
     def reorder_state(self, state: Any, index: Tensor) -> Any:
-        """Keep, duplicate and reorder rows ``index`` ``[B'']`` of the batch; returns the new state."""
+        """``index [B'']`` int64: the rows of the current batch to keep, duplicate and reorder
+        (beam expansion, beam reordering, dropping finished rows) -> the state of the new
+        batch, whose row ``r`` is old row ``index[r]``."""
         ...
