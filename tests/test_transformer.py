@@ -379,3 +379,13 @@ def test_generate_continues_every_prompt_at_its_own_length(generator) -> None:
             token = model(sequence[None])[0, -1].argmax()
             assert int(batched.sequences[row, step]) == int(token)
             sequence = torch.cat([sequence, token[None]])
+
+
+def test_decoder_on_its_own_equals_the_encoder_decoder_path(generator) -> None:
+    model = EncoderDecoder(small_config(decoder_pattern="local(window=2, causal=True)")).to(DTYPE).eval()
+    src = right_padded([6, 3], 23, generator)
+    tgt = right_padded([4, 2], 23, generator)
+    memory, lengths = model.encoder.encode(src)
+    torch.testing.assert_close(model.decoder(tgt, memory, lengths), model(src, tgt))
+    with pytest.raises(ValueError, match=r"'memory' of shape \[B, S, E\]"):
+        model.decoder(tgt)

@@ -5,6 +5,8 @@ fields it needs:
 
 * :class:`Encoder` -- ``N x (self-attention + feed-forward)``; token ids ``[B, L]`` -> hidden
   states ``[B, L, E]``.
+* :class:`Decoder` -- ``N x (causal self-attention + cross-attention + feed-forward)`` and the
+  output layer; ``(tgt_in [B, T], memory [B, S, E]) -> logits [B, T, V]``.
 * :class:`EncoderDecoder` -- encoder + decoder with cross-attention; ``forward(src, tgt_in)`` ->
   logits ``[B, T, V]``; optional copy mechanism (pointer-generator, ``copy=True``).
 * :class:`CausalLM` -- decoder-only (GPT-like) language model from the same blocks.
@@ -59,6 +61,8 @@ from graphattn.patterns.spec import PatternSpec, as_pattern_spec, embed, gather_
 __all__ = [
     "TransformerConfig",
     "Encoder",
+    "Decoder",
+    "DecoderPass",
     "EncoderDecoder",
     "CausalLM",
     "MaskedLM",
@@ -483,17 +487,101 @@ class Encoder(nn.Module):
         return self.stack(x, contexts).view(batch, length, -1), lengths
 
 
-class _Decoder(nn.Module):
-    """Embedding + causal self-attention stack (with or without cross-attention) + output layer."""
+@dataclass
+class DecoderPass:
+    """A teacher-forced pass of :class:`Decoder` over ``B`` sequences of ``T`` slots, as nodes.
 
-    def __init__(self, config: TransformerConfig, num_layers: int, *, cross: bool, embedding: nn.Embedding | None = None) -> None:
+    Attributes:
+        hidden: ``[B * T, E]`` final decoder states (after the final norm of a pre-norm stack).
+        inputs: ``[B * T, E]`` embedded decoder inputs.
+        memory: ``[B * S, E]`` encoder states as nodes, or None without cross-attention.
+        cross: the cross-attention context (graph from target slots to source slots), or None.
+    """
+
+    hidden: Tensor
+    inputs: Tensor
+    memory: Tensor | None
+    cross: AttentionContext | None
+
+
+class Decoder(nn.Module):
+    """Token embedding + ``N`` blocks of causal self-attention (the ``decoder_pattern``), optional
+    cross-attention to an encoder output, feed-forward + output layer (tied to the embedding with
+    ``tie_embeddings``).
+
+    ``forward(tgt_in [B, T], memory [B, S, E], source_lengths [B]) -> logits [B, T, V]``; without
+    cross-attention (``cross=False``, a decoder-only LM) ``forward(tgt_in)``.
+
+    Args:
+        config: the model config (reads ``vocab_size``, ``decoder_pattern``, ...).
+        num_layers: number of blocks (default ``config.decoder_layers``).
+        cross: whether the blocks cross-attend to an encoder output.
+        embedding: an existing token embedding to share.
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        num_layers: int | None = None,
+        *,
+        cross: bool = True,
+        embedding: nn.Embedding | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.cross = cross
         self.embedding = _Embedding(config, config.vocab_size, embedding)
-        self.stack = _Stack(config, config.layer_patterns("decoder", num_layers), cross=cross, bidirectional=False)
+        layers = config.decoder_layers if num_layers is None else num_layers
+        self.stack = _Stack(config, config.layer_patterns("decoder", layers), cross=cross, bidirectional=False)
         self.output = _output_layer(config, self.embedding.tokens)
 
+    def forward(self, tgt_in: Tensor, memory: Tensor | None = None, source_lengths: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits ``[B, T, V]``.
+
+        Args:
+            tgt_in: ``[B, T]`` decoder input ids, right-padded.
+            memory: ``[B, S, E]`` encoder output (with cross-attention).
+            source_lengths: ``[B]`` real source lengths (default: all ``S``).
+        """
+        batch, slots = tgt_in.shape
+        return self.output(self.run(tgt_in, memory, source_lengths).hidden).view(batch, slots, -1)
+
+    def run(
+        self,
+        tgt_in: Tensor,
+        memory: Tensor | None = None,
+        source_lengths: Tensor | None = None,
+        *,
+        unknown_to_unk: bool = False,
+    ) -> DecoderPass:
+        """The teacher-forced pass, returning states as nodes (see :class:`DecoderPass`)."""
+        target_lengths = _lengths(tgt_in, self.config.pad_id, "tgt_in")
+        batch, slots = tgt_in.shape
+        positions = torch.arange(slots, device=tgt_in.device)
+        x = self.embed_ids(tgt_in, positions.expand(batch, slots), unknown_to_unk=unknown_to_unk).reshape(batch * slots, -1)
+        contexts = self.stack.full_contexts(target_lengths, slots)
+        if not self.cross:
+            if memory is not None:
+                raise ValueError("This decoder has no cross-attention; do not pass 'memory'")
+            return DecoderPass(self.stack(x, contexts), x, None, None)
+        if not isinstance(memory, Tensor) or memory.dim() != 3 or memory.size(0) != batch:
+            got = list(memory.shape) if isinstance(memory, Tensor) else type(memory).__name__
+            raise ValueError(f"Expected 'memory' of shape [B, S, E] with B = {batch} (the encoder output), got {got}")
+        source_slots = memory.size(1)
+        if source_lengths is None:
+            source_lengths = torch.full((batch,), source_slots, dtype=torch.long, device=tgt_in.device)
+        cross_graph = sequence_batch(
+            self.config.cross_pattern, target_lengths, source_lengths,
+            query_slots=slots, key_slots=source_slots, device=tgt_in.device,
+        )
+        cross = AttentionContext(cross_graph)
+        memory = memory.reshape(batch * source_slots, -1)
+        hidden = self.stack(x, contexts, memory=memory, cross_context=cross)
+        return DecoderPass(hidden, x, memory, cross)
+
     def embed_ids(self, ids: Tensor, positions: Tensor, *, unknown_to_unk: bool) -> Tensor:
+        """Token + position embedding of ``ids`` at ``positions`` (same shape) -> ``[..., E]``;
+        ids ``>= vocab_size`` become ``unk_id`` if ``unknown_to_unk``, else raise."""
         if unknown_to_unk:
             ids = torch.where(ids >= self.config.vocab_size, self.config.unk_id, ids)
         _check_ids(ids, self.config.vocab_size, "target ids")
@@ -523,7 +611,7 @@ class EncoderDecoder(nn.Module):
         self.config = config
         self.encoder = Encoder(config, source=True)
         shared = self.encoder.embedding.tokens if config.share_embeddings else None
-        self.decoder = _Decoder(config, config.decoder_layers, cross=True, embedding=shared)
+        self.decoder = Decoder(config, cross=True, embedding=shared)
         self.decoder.stack.check_causal("An autoregressive decoder")
         if config.copy:
             self.copy_attention = MultiheadAttention(config.d_model, 1, backend=config.backend)
@@ -547,24 +635,11 @@ class EncoderDecoder(nn.Module):
             ``[B, T, V]`` logits; with ``copy``, ``[B, T, V_ext]`` log-probabilities.
         """
         memory, source_lengths = self.encoder.encode(src, unknown_to_unk=self.config.copy)
-        batch, source_slots = src.shape
-        target_lengths = _lengths(tgt_in, self.config.pad_id, "tgt_in")
-        if target_lengths.numel() != batch:
-            raise ValueError(f"Expected src and tgt_in with one batch size, got {batch} and {target_lengths.numel()}")
-        slots = tgt_in.size(1)
-        positions = torch.arange(slots, device=tgt_in.device)
-        embedded = self.decoder.embed_ids(tgt_in, positions.expand(batch, slots), unknown_to_unk=self.config.copy)
-        x = embedded.reshape(batch * slots, -1)
-        contexts = self.decoder.stack.full_contexts(target_lengths, slots)
-        cross_graph = sequence_batch(
-            self.config.cross_pattern, target_lengths, source_lengths,
-            query_slots=slots, key_slots=source_slots, device=src.device,
-        )
-        cross = AttentionContext(cross_graph)
-        memory = memory.reshape(batch * source_slots, -1)
-        hidden = self.decoder.stack(x, contexts, memory=memory, cross_context=cross)
-        scores = self._scores(hidden, x, memory, cross, src, _extended_size(self.config, src))
-        return scores.view(batch, slots, -1)
+        if tgt_in.dim() != 2 or tgt_in.size(0) != src.size(0):
+            raise ValueError(f"Expected src [B, S] and tgt_in [B, T] with one B, got {list(src.shape)} and {list(tgt_in.shape)}")
+        run = self.decoder.run(tgt_in, memory, source_lengths, unknown_to_unk=self.config.copy)
+        scores = self._scores(run.hidden, run.inputs, run.memory, run.cross, src, _extended_size(self.config, src))
+        return scores.view(tgt_in.size(0), tgt_in.size(1), -1)
 
     def _scores(self, hidden: Tensor, inputs: Tensor, memory: Tensor, cross: AttentionContext, src: Tensor, output_size: int) -> Tensor:
         """Decoder states ``[Nq, E]`` -> logits ``[Nq, V]`` (log-probabilities ``[Nq, V_ext]`` with copy)."""
@@ -672,7 +747,7 @@ class CausalLM(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.decoder = _Decoder(config, config.num_layers, cross=False)
+        self.decoder = Decoder(config, config.num_layers, cross=False)
         self.decoder.stack.check_causal("A causal language model")
 
     bos_id = property(lambda self: self.config.bos_id)
@@ -681,12 +756,7 @@ class CausalLM(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """``ids`` ``[B, L]`` right-padded -> logits ``[B, L, V]``."""
-        lengths = _lengths(ids, self.config.pad_id, "ids")
-        batch, slots = ids.shape
-        positions = torch.arange(slots, device=ids.device)
-        x = self.decoder.embed_ids(ids, positions.expand(batch, slots), unknown_to_unk=False).reshape(batch * slots, -1)
-        hidden = self.decoder.stack(x, self.decoder.stack.full_contexts(lengths, slots))
-        return self.decoder.output(hidden).view(batch, slots, -1)
+        return self.decoder(ids)
 
     def start_decoding(self, inputs: Tensor, *, max_new_tokens: int) -> DecodingStart:
         """Run the prompts ``[B, L]`` (right-padded, each at least one token) into the cache and
