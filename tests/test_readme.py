@@ -22,3 +22,13 @@ def test_readme_example_runs_and_matches_its_comments():
     assert lines[1].startswith("csr.")  # explain() names a backend and its reason
     assert float(re.search(r"tensor\(([^)]+)\)", lines[2]).group(1)) < 1e-4  # sparse core == dense oracle
     assert lines[3] == "torch.Size([8, 1024, 128])"
+
+
+def test_readme_sequence_model_example_runs_and_matches_its_comments():
+    text = README.read_text()
+    match = re.search(r"## Sequence models\n\n```python\n(.*?)```", text, re.S)
+    assert match, "README.md lost its '## Sequence models' python block"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(match.group(1), "README.md sequence example", "exec"), {})
+    assert printed.getvalue().splitlines() == ["64", "4"]
