@@ -6,9 +6,10 @@ trained from scratch with full, local and BigBird self-attention (encoder and de
 cross-attention is full), plus copy with unknown words with and without the copy mechanism.
 
 For every run: train with graphattn.train.fit on freshly generated examples until the greedy
-exact match on a validation set reaches 100% or the time budget runs out; keep the best
-validation checkpoint; report exact-match accuracy on a held-out test set with greedy and beam
-decoding (graphattn.decoding.generate), steps, wall time and parameter count.
+exact match on a validation set has been 100% at three validations in a row, or the time budget
+runs out; keep the best validation checkpoint (exact match, then token log-loss); report
+exact-match accuracy on a held-out test set with greedy and beam decoding
+(graphattn.decoding.generate), steps, wall time and parameter count.
 
 Writes experiments/results/seq2seq.json and seq2seq.md. The full run (4 tasks x 3 patterns + 2
 copy runs, 10 minutes each at most) takes up to about 2.5 hours on 2 CPU cores:
@@ -35,7 +36,7 @@ from graphattn.data import algorithmic
 from graphattn.data.algorithmic import EOS, PAD, make_task, vocab_size
 from graphattn.decoding import generate
 from graphattn.models import EncoderDecoder, TransformerConfig
-from graphattn.train import Callback, Seq2SeqLoss, TrainConfig, fit
+from graphattn.train import Callback, Seq2SeqLoss, TrainConfig, fit, load_checkpoint, sequence_cross_entropy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATTERNS = {
@@ -91,11 +92,25 @@ def exact_match(model: EncoderDecoder, examples, *, num_beams: int = 1) -> float
     return sum(p == tgt[1:-1] for p, (_, tgt) in zip(predictions, examples)) / len(examples)
 
 
-class StopWhen(Callback):
-    """Stop on a wall-clock budget or when validation exact match reaches 1."""
+def validation_metrics(model: EncoderDecoder, examples) -> dict:
+    """Greedy exact match, the teacher-forced token log-loss, and their combination used to pick
+    the best checkpoint: ``val_score = exact match - 0.01 * log-loss`` (exact match first; among
+    equal exact match, the more confident model)."""
+    exact = exact_match(model, examples)
+    src, tgt = collate(examples)
+    logits = model(src, tgt[:, :-1])
+    loss = float(sequence_cross_entropy(logits, tgt[:, 1:], PAD))
+    return {"val_exact": exact, "val_loss": loss, "val_score": exact - 0.01 * loss}
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start, self.solved_at = seconds, time.perf_counter(), None
+
+class StopWhen(Callback):
+    """Stop on a wall-clock budget, or after ``solved_validations`` validations in a row with 100%
+    exact match."""
+
+    def __init__(self, seconds: float, solved_validations: int) -> None:
+        self.seconds, self.needed, self.start = seconds, solved_validations, time.perf_counter()
+        self.solved_at: tuple[int, float] | None = None
+        self.streak = 0
 
     def on_step_end(self, state) -> None:
         if time.perf_counter() - self.start > self.seconds:
@@ -103,8 +118,13 @@ class StopWhen(Callback):
 
     def on_validation_end(self, state, metrics) -> None:
         if metrics.get("val_exact", 0.0) >= 1.0:
-            self.solved_at = (state.step, time.perf_counter() - self.start)
-            state.should_stop = True
+            if self.solved_at is None:
+                self.solved_at = (state.step, time.perf_counter() - self.start)
+            self.streak += 1
+            if self.streak >= self.needed:
+                state.should_stop = True
+        else:
+            self.streak = 0
 
 
 @dataclass
@@ -119,7 +139,7 @@ class RunResult:
     train_seconds: float
     solved_at_step: int | None
     solved_at_seconds: float | None
-    best_validation_exact: float | None
+    best_validation_score: float | None
     test_exact_greedy: float
     test_exact_beam: float
     test_examples: int
@@ -146,9 +166,9 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     test = make_task(task, args.test_size, seed=TEST_SEED, **options)
 
     def evaluate_fn(model, _data):
-        return {"val_exact": exact_match(model, validation)}
+        return validation_metrics(model, validation)
 
-    stopper = StopWhen(args.budget_minutes * 60)
+    stopper = StopWhen(args.budget_minutes * 60, args.solved_validations)
     out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}"
     label = f"{task} / {pattern}{' / copy' if copy else ''}"
     print(f"[seq2seq] {label}: {parameters:,} parameters, budget {args.budget_minutes} min", flush=True)
@@ -162,7 +182,7 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
         config=TrainConfig(
             epochs=1, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, betas=(0.9, 0.98),
             schedule="inverse_sqrt", warmup_steps=args.warmup, clip_grad_norm=1.0, seed=args.seed,
-            eval_every=args.eval_every, monitor="val_exact", mode="max", progress=args.progress,
+            eval_every=args.eval_every, monitor="val_score", mode="max", progress=args.progress,
             log_every=50,
         ),
         out_dir=out_dir, resume=False, callbacks=[stopper],
@@ -170,8 +190,6 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     train_seconds = time.perf_counter() - started
     best = out_dir / "best.pt"
     if best.exists():
-        from graphattn.train import load_checkpoint
-
         load_checkpoint(best, model)
     greedy = exact_match(model, test, num_beams=1)
     beam = exact_match(model, test, num_beams=args.beams)
@@ -187,7 +205,7 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
         copy_mechanism=copy, parameters=parameters, steps=result.steps, train_seconds=round(train_seconds, 1),
         solved_at_step=stopper.solved_at[0] if stopper.solved_at else None,
         solved_at_seconds=round(stopper.solved_at[1], 1) if stopper.solved_at else None,
-        best_validation_exact=result.best_metric, test_exact_greedy=greedy, test_exact_beam=beam,
+        best_validation_score=result.best_metric, test_exact_greedy=greedy, test_exact_beam=beam,
         test_examples=len(test), extra=extra,
     )
 
@@ -231,8 +249,10 @@ def write_markdown(results: list[RunResult], args, path: Path) -> None:
         "",
         f"Model: encoder-decoder, d_model {args.d_model}, {args.heads} heads, {args.layers}+{args.layers} "
         f"layers, sinusoidal positions, no dropout; batch {args.batch_size}, Adam lr {args.lr} (inverse-sqrt after "
-        f"{args.warmup} warm-up steps); source lengths {args.min_length}-{args.max_length}; stop at 100% "
-        f"validation exact match ({args.validation_size} examples) or after {args.budget_minutes} min; "
+        f"{args.warmup} warm-up steps); source lengths {args.min_length}-{args.max_length}; validation every "
+        f"{args.eval_every} steps on {args.validation_size} examples; stop after {args.solved_validations} "
+        f"validations in a row at 100% exact match or after {args.budget_minutes} min (best validation "
+        f"checkpoint kept); "
         f"test on {args.test_size} new examples; beam = {args.beams} beams. {torch.get_num_threads()} CPU threads.",
         "",
         "| task | pattern (encoder / decoder) | params | steps | train time | 100% val at | test exact (greedy) | test exact (beam) |",
@@ -286,7 +306,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, default=40)
     parser.add_argument("--num-symbols", type=int, default=20)
     parser.add_argument("--unknown-rate", type=float, default=0.1)
-    parser.add_argument("--validation-size", type=int, default=200)
+    parser.add_argument("--validation-size", type=int, default=500)
+    parser.add_argument("--solved-validations", type=int, default=3,
+                        help="stop after this many validations in a row at 100%% exact match")
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
