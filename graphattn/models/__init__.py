@@ -3,7 +3,23 @@
 * :mod:`graphattn.models.transformer`: :class:`TransformerConfig`, :class:`Encoder`, :class:`Decoder`,
   :class:`EncoderDecoder` (optionally with a copy mechanism), :class:`CausalLM` (decoder-only),
   :class:`MaskedLM` (encoder-only) and :func:`mask_tokens`.
+* :mod:`graphattn.models.graph_transformer`: :class:`GraphTransformer` (GPS-style: attention over
+  bonds + attention within each molecule + feed-forward; atom/bond embeddings, graph positional
+  encodings, pooling, graph- or node-level heads) and :class:`GraphTransformerConfig`.
+* :mod:`graphattn.models.baselines`: PyG GIN / GCN / GAT / GPSConv baselines with the same
+  embeddings, pooling and heads (:class:`PygGNN`).
 """
+from graphattn.models.baselines import BASELINES, PygGNN, count_parameters
+from graphattn.models.graph_transformer import (
+    AddGraphPositionalEncoding,
+    BondAttention,
+    CategoricalEmbedding,
+    GPSLayer,
+    GraphContext,
+    GraphPooling,
+    GraphTransformer,
+    GraphTransformerConfig,
+)
 from graphattn.models.transformer import (
     POSITIONS,
     CausalLM,
@@ -16,4 +32,28 @@ from graphattn.models.transformer import (
     mask_tokens,
 )
 
-__all__ = ["TransformerConfig", "Encoder", "Decoder", "DecoderPass", "EncoderDecoder", "CausalLM", "MaskedLM", "mask_tokens", "POSITIONS"]
+__all__ = [
+    # sequence Transformers
+    "TransformerConfig",
+    "Encoder",
+    "Decoder",
+    "DecoderPass",
+    "EncoderDecoder",
+    "CausalLM",
+    "MaskedLM",
+    "mask_tokens",
+    "POSITIONS",
+    # graph transformers
+    "GraphTransformerConfig",
+    "GraphTransformer",
+    "GPSLayer",
+    "BondAttention",
+    "GraphContext",
+    "CategoricalEmbedding",
+    "GraphPooling",
+    "AddGraphPositionalEncoding",
+    # PyG baselines
+    "PygGNN",
+    "BASELINES",
+    "count_parameters",
+]

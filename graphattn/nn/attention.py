@@ -574,7 +574,7 @@ class MultiheadAttention(nn.Module):
 
     def project_output(self, heads_out: Tensor, graph: AttentionGraph) -> Tensor:
         """``[Nq, H, Dv]`` -> ``out_proj`` -> ``[Nq, E]``, exactly zero at queries without keys."""
-        out = self.out_proj(heads_out.reshape(heads_out.size(0), -1))
+        out = self.out_proj(heads_out.reshape(heads_out.size(0), self.num_heads * self.value_head_dim))
         if self.out_proj.bias is not None:
             out = out.masked_fill(_empty_queries(graph).unsqueeze(1), 0.0)
         return out
