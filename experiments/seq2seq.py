@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -36,7 +37,15 @@ from graphattn.data import algorithmic
 from graphattn.data.algorithmic import EOS, PAD, make_task, vocab_size
 from graphattn.decoding import generate
 from graphattn.models import EncoderDecoder, TransformerConfig
-from graphattn.train import Callback, Seq2SeqLoss, TrainConfig, fit, load_checkpoint, sequence_cross_entropy
+from graphattn.train import (
+    Callback,
+    Seq2SeqLoss,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    sequence_cross_entropy,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATTERNS = {
@@ -101,6 +110,21 @@ def validation_metrics(model: EncoderDecoder, examples) -> dict:
     logits = model(src, tgt[:, :-1])
     loss = float(sequence_cross_entropy(logits, tgt[:, 1:], PAD))
     return {"val_exact": exact, "val_loss": loss, "val_score": exact - 0.01 * loss}
+
+
+class BudgetCosine:
+    """Learning-rate multiplier for a wall-clock budget: linear warm-up over ``warmup`` steps, then
+    a cosine from 1 to 0 over the budget's elapsed fraction (training to a fixed time budget with
+    the rate annealed to zero at its end, cf. Li et al. 2020, "Budgeted training")."""
+
+    def __init__(self, warmup: int, seconds: float) -> None:
+        self.warmup, self.seconds, self.start = warmup, seconds, None
+
+    def __call__(self, step: int) -> float:
+        if self.start is None:
+            self.start = time.perf_counter()
+        progress = min(1.0, (time.perf_counter() - self.start) / self.seconds)
+        return min(1.0, (step + 1) / self.warmup) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class StopWhen(Callback):
@@ -169,6 +193,13 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
         return validation_metrics(model, validation)
 
     stopper = StopWhen(args.budget_minutes * 60, args.solved_validations)
+    train_config = TrainConfig(
+        epochs=1, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, betas=(0.9, 0.98),
+        clip_grad_norm=1.0, seed=args.seed, eval_every=args.eval_every, monitor="val_score", mode="max",
+        progress=args.progress, log_every=50,
+    )
+    optimizer = make_optimizer(model.parameters(), train_config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, BudgetCosine(args.warmup, args.budget_minutes * 60))
     out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}"
     label = f"{task} / {pattern}{' / copy' if copy else ''}"
     print(f"[seq2seq] {label}: {parameters:,} parameters, budget {args.budget_minutes} min", flush=True)
@@ -179,12 +210,7 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
         collate_fn=collate,
         val_data=validation,
         evaluate_fn=evaluate_fn,
-        config=TrainConfig(
-            epochs=1, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, betas=(0.9, 0.98),
-            schedule="inverse_sqrt", warmup_steps=args.warmup, clip_grad_norm=1.0, seed=args.seed,
-            eval_every=args.eval_every, monitor="val_score", mode="max", progress=args.progress,
-            log_every=50,
-        ),
+        config=train_config, optimizer=optimizer, scheduler=scheduler,
         out_dir=out_dir, resume=False, callbacks=[stopper],
     )
     train_seconds = time.perf_counter() - started
@@ -248,8 +274,8 @@ def write_markdown(results: list[RunResult], args, path: Path) -> None:
         f"Command: `python experiments/seq2seq.py {' '.join(sys.argv[1:])}`".rstrip() + "",
         "",
         f"Model: encoder-decoder, d_model {args.d_model}, {args.heads} heads, {args.layers}+{args.layers} "
-        f"layers, sinusoidal positions, no dropout; batch {args.batch_size}, Adam lr {args.lr} (inverse-sqrt after "
-        f"{args.warmup} warm-up steps); source lengths {args.min_length}-{args.max_length}; validation every "
+        f"layers, sinusoidal positions, no dropout; batch {args.batch_size}, AdamW lr {args.lr} ({args.warmup} "
+        f"warm-up steps, then a cosine to 0 over the time budget); source lengths {args.min_length}-{args.max_length}; validation every "
         f"{args.eval_every} steps on {args.validation_size} examples; stop after {args.solved_validations} "
         f"validations in a row at 100% exact match or after {args.budget_minutes} min (best validation "
         f"checkpoint kept); "
@@ -300,7 +326,7 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--min-length", type=int, default=20)
     parser.add_argument("--max-length", type=int, default=40)
