@@ -9,6 +9,8 @@ by being imported.
 Example:
     $ graphattn --version
     $ graphattn demo --quick
+    $ graphattn molecules train --csv data.csv --smiles-col smiles --target-col logS --out run
+    $ graphattn molecules predict --model run --csv new.csv --out predictions.csv
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from typing import Callable, Sequence
 
 from graphattn import __version__
 from graphattn import demo
+from graphattn.property import add_subcommand as add_molecules_subcommand
 
 __all__ = ["build_parser", "main", "SUBCOMMANDS"]
 
 AddSubcommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # One entry per subcommand, in the order `graphattn --help` lists them.
-SUBCOMMANDS: tuple[AddSubcommand, ...] = (demo.add_subcommand,)
+SUBCOMMANDS: tuple[AddSubcommand, ...] = (demo.add_subcommand, add_molecules_subcommand)
 
 
 def _version_text() -> str:

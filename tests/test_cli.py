@@ -108,3 +108,118 @@ def test_demo_on_cuda_without_cuda_is_an_argument_error(capsys):
         cli.main(["demo", "--device", "cuda"])
     assert exit_info.value.code == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- graphattn molecules
+MOLECULES = (
+    "CCO c1ccccc1 CC(=O)O CCN CCCC c1ccncc1 CC(C)O OCCO c1ccc(O)cc1 CC(=O)N CCCl CCBr c1ccc2ccccc2c1 "
+    "C1CCCCC1 CC#N COC CCOC(=O)C c1ccccc1N CC(C)(C)O NCCN"
+).split()
+TINY_FLAGS = ["--epochs", "2", "--batch-size", "8", "--hidden", "8", "--layers", "1", "--heads", "2", "--no-progress", "--device", "cpu"]
+
+
+def _heavy_atom_csv(path: Path, extra_rows=()) -> Path:
+    """SMILES with their heavy-atom count as the target (computed by RDKit)."""
+    from rdkit import Chem
+
+    rows = [f"{s},{Chem.MolFromSmiles(s).GetNumHeavyAtoms()}" for s in MOLECULES]
+    path.write_text("\n".join(["smiles,heavy_atoms", *rows, *extra_rows]) + "\n")
+    return path
+
+
+def test_molecules_train_then_predict(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    data = _heavy_atom_csv(tmp_path / "atoms.csv")
+    out = tmp_path / "run"
+    status = cli.main(["molecules", "train", "--csv", str(data), "--smiles-col", "smiles", "--target-col", "heavy_atoms",
+                       "--split", "scaffold", "--seed", "1", "--out", str(out), *TINY_FLAGS])
+    assert status == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test RMSE {metrics['test']['rmse']:.4f}  MAE {metrics['test']['mae']:.4f}" in printed
+    assert "validation RMSE" in printed and str(out / "metrics.json") in printed
+    assert metrics["split"]["kind"] == "scaffold" and metrics["seed"] == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["settings"]["hidden_dim"] == 8 and config["model"]["settings"]["num_layers"] == 1
+
+    predictions = tmp_path / "predictions.csv"
+    assert cli.main(["molecules", "predict", "--model", str(out), "--csv", str(data), "--out", str(predictions)]) == 0
+    assert f"wrote predictions for {len(MOLECULES)} of {len(MOLECULES)} molecules" in capsys.readouterr().out
+    lines = predictions.read_text().splitlines()
+    assert lines[0] == "smiles,heavy_atoms" and len(lines) == len(MOLECULES) + 1
+    from graphattn.property import load_property_model
+
+    expected = load_property_model(out).predict(MOLECULES)
+    assert torch.equal(torch.tensor([[float(line.split(",")[1])] for line in lines[1:]]), expected)
+
+
+def test_molecules_train_without_csv_uses_rdkits_nci_tpsa_set(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("rdkit")
+    from rdkit import RDConfig
+
+    from graphattn.data import molecule_datasets
+
+    # the first 30 molecules of the bundled file keep the test fast; the command reads it the same way
+    bundled = Path(RDConfig.RDDataDir) / "NCI" / "first_5k.tpsa.csv"
+    head = tmp_path / "first_5k.tpsa.csv"
+    head.write_text("".join(bundled.read_text().splitlines(keepends=True)[:40]))
+    real = molecule_datasets.nci_tpsa
+    monkeypatch.setattr(molecule_datasets, "nci_tpsa", lambda root=None, **kwargs: real(head if root is None else root, **kwargs))
+    out = tmp_path / "nci"
+    assert cli.main(["molecules", "train", "--out", str(out), *TINY_FLAGS]) == 0
+    assert "test RMSE" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["targets"] == ["TPSA"] and metrics["task"] == "regression"
+    assert json.loads((out / "config.json").read_text())["data"]["csv"].startswith("rdkit:")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["molecules"], "required: COMMAND"),
+        (["molecules", "train", "--csv", "{csv}"], "--target-col is required with --csv"),
+        (["molecules", "train", "--target-col", "x"], "--smiles-col / --target-col need --csv"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "logS"], "but its columns are ['smiles', 'heavy_atoms']"),
+        (["molecules", "train", "--csv", "{csv}", "--smiles-col", "SMILES", "--target-col", "heavy_atoms"], "Expected column(s) ['SMILES']"),
+        (["molecules", "train", "--csv", "{bad}", "--target-col", "heavy_atoms"], "RDKit rejects SMILES 'C1CC(' on line 22"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--split", "nonsense"], "Expected split 'random', 'scaffold'"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--task", "ranking"], "invalid choice: 'ranking'"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--epochs", "0"], "expected a positive integer, got 0"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--lr", "-1"], "expected a positive number, got '-1'"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--hidden", "7"], "got hidden_dim=7, num_heads=2"),
+        (["molecules", "train", "--csv", "missing.csv", "--target-col", "heavy_atoms"], "No CSV file at missing.csv"),
+        (["molecules", "predict", "--model", "{tmp}", "--csv", "{csv}", "--out", "p.csv"], "No model.pt at"),
+        (["molecules", "predict", "--csv", "{csv}", "--out", "p.csv"], "required: --model"),
+    ],
+)
+def test_molecules_bad_arguments_exit_2_with_a_message(argv, message, tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    csv = _heavy_atom_csv(tmp_path / "atoms.csv")
+    bad = _heavy_atom_csv(tmp_path / "bad.csv", extra_rows=["C1CC(,3"])
+    argv = [arg.format(csv=csv, bad=bad, tmp=tmp_path) for arg in argv]
+    if argv[:2] == ["molecules", "train"]:  # the case's own flags come last, so they win
+        argv = argv[:2] + ["--out", str(tmp_path / "out"), *TINY_FLAGS] + argv[2:]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_molecules_predict_skip_invalid_leaves_the_row_empty(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    data = _heavy_atom_csv(tmp_path / "atoms.csv")
+    out = tmp_path / "run"
+    assert cli.main(["molecules", "train", "--csv", str(data), "--target-col", "heavy_atoms", "--out", str(out), *TINY_FLAGS]) == 0
+    bad = _heavy_atom_csv(tmp_path / "bad.csv", extra_rows=["C1CC(,3"])
+    predictions = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["molecules", "predict", "--model", str(out), "--csv", str(bad), "--out", str(predictions)])
+    assert exit_info.value.code == 2
+    assert "'C1CC(' on line 22" in capsys.readouterr().err and not predictions.exists()
+    with pytest.warns(UserWarning, match="1 of 21 SMILES"):
+        status = cli.main(["molecules", "predict", "--model", str(out), "--csv", str(bad), "--out", str(predictions), "--skip-invalid"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "wrote predictions for 20 of 21 molecules" in printed and "invalid SMILES on line 22: 'C1CC('" in printed
+    assert predictions.read_text().splitlines()[-1] == "C1CC(,"
