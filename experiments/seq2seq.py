@@ -11,8 +11,9 @@ runs out; keep the best validation checkpoint (exact match, then token log-loss)
 exact-match accuracy on a held-out test set with greedy and beam decoding
 (graphattn.decoding.generate), steps, wall time and parameter count.
 
-Writes experiments/results/seq2seq.json and seq2seq.md. The full run (4 tasks x 3 patterns + 2
-copy runs, 10 minutes each at most) takes up to about 2.5 hours on 2 CPU cores:
+Writes experiments/results/seq2seq.json and seq2seq.md, merging each run in as it finishes (a
+rerun of one cell replaces its row). The full run (4 tasks x 3 patterns + 2 copy runs, 10
+minutes each at most) takes up to about 2.5 hours on 2 CPU cores:
 
     python experiments/seq2seq.py
     python experiments/seq2seq.py --tasks reverse --patterns local --budget-minutes 3   # one cell
@@ -24,6 +25,7 @@ import argparse
 import json
 import math
 import platform
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +36,7 @@ from torch.utils.data import Dataset
 
 import graphattn
 from graphattn.data import algorithmic
-from graphattn.data.algorithmic import EOS, PAD, make_task, vocab_size
+from graphattn.data.algorithmic import EOS, PAD, PLUS, make_task, segment_positions, vocab_size
 from graphattn.decoding import generate
 from graphattn.models import EncoderDecoder, TransformerConfig
 from graphattn.train import (
@@ -60,16 +62,26 @@ TRAIN_SEED, VALIDATION_SEED, TEST_SEED = 1_000_000, 2_000_000, 3_000_000
 
 
 class GeneratedTask(Dataset):
-    """Example ``i`` of a task, generated from seed ``base + i`` (so any index is reproducible)."""
+    """Example ``i`` of a task, generated from seed ``base + i`` (so any index is reproducible).
 
-    def __init__(self, name: str, size: int, base: int, **options) -> None:
-        self.name, self.size, self.base, self.options = name, size, base, options
+    With ``bucket`` (the batch size), the examples ``i`` of one block ``i // bucket`` share one
+    source length drawn for that block: read in order (no shuffling needed, the examples are
+    random already), every batch is one length and carries no padding.
+    """
+
+    def __init__(self, name: str, size: int, base: int, bucket: int | None = None, **options) -> None:
+        self.name, self.size, self.base, self.bucket, self.options = name, size, base, bucket, options
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, index: int):
-        return make_task(self.name, 1, seed=self.base + index, **self.options)[0]
+        options = dict(self.options)
+        if self.bucket:
+            low, high = options.get("min_length", 20), options.get("max_length", 40)
+            length = random.Random(self.base - 1 - index // self.bucket).randint(low, high)
+            options.update(min_length=length, max_length=length)
+        return make_task(self.name, 1, seed=self.base + index, **options)[0]
 
 
 def with_source_eos(examples):
@@ -77,11 +89,22 @@ def with_source_eos(examples):
     return [(src + [EOS], tgt) for src, tgt in examples]
 
 
-def collate(examples):
-    return algorithmic.collate(with_source_eos(examples))
+class Collate:
+    """Right-padded ``(src, tgt)``; with ``place_values`` the source is the pair ``(ids, position
+    ids)`` where every digit's position id is its place value (positions restart after '+' and
+    EOS: the Abacus embeddings of McLeish et al. 2024), so the two digits to add share one."""
+
+    def __init__(self, place_values: bool = False) -> None:
+        self.place_values = place_values
+
+    def __call__(self, examples):
+        src, tgt = algorithmic.collate(with_source_eos(examples))
+        if self.place_values:
+            return (src, segment_positions(src, (PLUS, EOS))), tgt
+        return src, tgt
 
 
-def decode(model: EncoderDecoder, examples, *, num_beams: int, batch_size: int = 250) -> list[list[int]]:
+def decode(model: EncoderDecoder, examples, collate: Collate, *, num_beams: int, batch_size: int = 250) -> list[list[int]]:
     """Generated target tokens (EOS and padding removed) for every example."""
     outputs = []
     model.eval()
@@ -96,16 +119,16 @@ def decode(model: EncoderDecoder, examples, *, num_beams: int, batch_size: int =
     return outputs
 
 
-def exact_match(model: EncoderDecoder, examples, *, num_beams: int = 1) -> float:
-    predictions = decode(model, examples, num_beams=num_beams)
+def exact_match(model: EncoderDecoder, examples, collate: Collate, *, num_beams: int = 1) -> float:
+    predictions = decode(model, examples, collate, num_beams=num_beams)
     return sum(p == tgt[1:-1] for p, (_, tgt) in zip(predictions, examples)) / len(examples)
 
 
-def validation_metrics(model: EncoderDecoder, examples) -> dict:
+def validation_metrics(model: EncoderDecoder, examples, collate: Collate) -> dict:
     """Greedy exact match, the teacher-forced token log-loss, and their combination used to pick
     the best checkpoint: ``val_score = exact match - 0.01 * log-loss`` (exact match first; among
     equal exact match, the more confident model)."""
-    exact = exact_match(model, examples)
+    exact = exact_match(model, examples, collate)
     src, tgt = collate(examples)
     logits = model(src, tgt[:, :-1])
     loss = float(sequence_cross_entropy(logits, tgt[:, 1:], PAD))
@@ -155,6 +178,7 @@ class StopWhen(Callback):
 class RunResult:
     task: str
     pattern: str
+    source_positions: str
     encoder_pattern: str
     decoder_pattern: str
     copy_mechanism: bool
@@ -168,9 +192,10 @@ class RunResult:
     test_exact_beam: float
     test_examples: int
     extra: dict
+    settings: dict
 
 
-def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = True) -> RunResult:
+def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = True, place_values: bool = False) -> RunResult:
     options = {"min_length": args.min_length, "max_length": args.max_length}
     if task != "addition":
         options["num_symbols"] = args.num_symbols
@@ -185,23 +210,28 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     torch.manual_seed(args.seed)
     model = EncoderDecoder(config)
     parameters = sum(p.numel() for p in model.parameters())
-    train = GeneratedTask(task, args.batch_size * args.max_steps, TRAIN_SEED, **options)
+    bucket = args.batch_size if args.length_buckets else None
+    train = GeneratedTask(task, args.batch_size * args.max_steps, TRAIN_SEED, bucket, **options)
     validation = make_task(task, args.validation_size, seed=VALIDATION_SEED, **options)
     test = make_task(task, args.test_size, seed=TEST_SEED, **options)
 
+    collate = Collate(place_values)
+
     def evaluate_fn(model, _data):
-        return validation_metrics(model, validation)
+        return validation_metrics(model, validation, collate)
 
     stopper = StopWhen(args.budget_minutes * 60, args.solved_validations)
     train_config = TrainConfig(
         epochs=1, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, betas=(0.9, 0.98),
         clip_grad_norm=1.0, seed=args.seed, eval_every=args.eval_every, monitor="val_score", mode="max",
+        shuffle=not args.length_buckets,
         progress=args.progress, log_every=50,
     )
     optimizer = make_optimizer(model.parameters(), train_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, BudgetCosine(args.warmup, args.budget_minutes * 60))
-    out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}"
-    label = f"{task} / {pattern}{' / copy' if copy else ''}"
+    positions = "place values" if place_values else "0..S-1"
+    out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}{'-place' if place_values else ''}"
+    label = f"{task} / {pattern}{' / copy' if copy else ''}{' / place-value positions' if place_values else ''}"
     print(f"[seq2seq] {label}: {parameters:,} parameters, budget {args.budget_minutes} min", flush=True)
     started = time.perf_counter()
     result = fit(
@@ -217,29 +247,29 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     best = out_dir / "best.pt"
     if best.exists():
         load_checkpoint(best, model)
-    greedy = exact_match(model, test, num_beams=1)
-    beam = exact_match(model, test, num_beams=args.beams)
+    greedy = exact_match(model, test, collate, num_beams=1)
+    beam = exact_match(model, test, collate, num_beams=args.beams)
     extra = {}
     if task == "copy_unknown":
-        extra = unknown_word_accuracy(model, test, config.vocab_size, extended)
+        extra = unknown_word_accuracy(model, test, collate, config.vocab_size, extended)
     print(
         f"[seq2seq] {label}: {result.steps} steps in {train_seconds:.0f} s, test exact match greedy "
         f"{greedy:.4f}, beam {beam:.4f} {extra}", flush=True,
     )
     return RunResult(
-        task=task, pattern=pattern, encoder_pattern=encoder_pattern, decoder_pattern=decoder_pattern,
+        task=task, pattern=pattern, source_positions=positions, encoder_pattern=encoder_pattern, decoder_pattern=decoder_pattern,
         copy_mechanism=copy, parameters=parameters, steps=result.steps, train_seconds=round(train_seconds, 1),
         solved_at_step=stopper.solved_at[0] if stopper.solved_at else None,
         solved_at_seconds=round(stopper.solved_at[1], 1) if stopper.solved_at else None,
         best_validation_score=result.best_metric, test_exact_greedy=greedy, test_exact_beam=beam,
-        test_examples=len(test), extra=extra,
+        test_examples=len(test), extra=extra, settings={k: v for k, v in vars(args).items() if k not in ("out", "work_dir")},
     )
 
 
-def unknown_word_accuracy(model, test, vocab: int, extended: bool) -> dict:
+def unknown_word_accuracy(model, test, collate: Collate, vocab: int, extended: bool) -> dict:
     """How often the words outside the vocabulary come out right (a model without copy can only
     write UNK, which never matches the word)."""
-    predictions = decode(model, test, num_beams=1)
+    predictions = decode(model, test, collate, num_beams=1)
     hits = total = with_unknown = exact_with_unknown = 0
     for prediction, (src, tgt) in zip(predictions, test):
         unknown_positions = [i for i, t in enumerate(tgt[1:-1]) if t >= vocab or (not extended and t == algorithmic.UNK)]
@@ -267,36 +297,63 @@ def machine() -> dict:
     }
 
 
-def write_markdown(results: list[RunResult], args, path: Path) -> None:
+ORDER = ["copy", "reverse", "sort", "addition", "copy_unknown"]
+
+
+def row_key(row: dict) -> tuple:
+    """A result row's cell: task, pattern, copy mechanism, source positions."""
+    return (row["task"], row["pattern"], row["copy_mechanism"], row["source_positions"])
+
+
+def sort_key(row: dict) -> tuple:
+    return (ORDER.index(row["task"]), list(PATTERNS).index(row["pattern"]), row["source_positions"], row["copy_mechanism"])
+
+
+def write_markdown(payload: dict, path: Path) -> None:
+    rows = payload["results"]
+    first = rows[0]["settings"]
     lines = [
         "# Algorithmic seq2seq (experiments/seq2seq.py)",
         "",
-        f"Command: `python experiments/seq2seq.py {' '.join(sys.argv[1:])}`".rstrip() + "",
+        "Every row is one training run from scratch; `python experiments/seq2seq.py` runs all of "
+        "them (each row can be rerun alone, e.g. `--tasks addition --patterns local --no-copy-task`, "
+        "and replaces its row here). Commands run: "
+        + ", ".join(f"`{c}`" for c in payload["commands"]) + ".",
         "",
-        f"Model: encoder-decoder, d_model {args.d_model}, {args.heads} heads, {args.layers}+{args.layers} "
-        f"layers, sinusoidal positions, no dropout; batch {args.batch_size}, AdamW lr {args.lr} ({args.warmup} "
-        f"warm-up steps, then a cosine to 0 over the time budget); source lengths {args.min_length}-{args.max_length}; validation every "
-        f"{args.eval_every} steps on {args.validation_size} examples; stop after {args.solved_validations} "
-        f"validations in a row at 100% exact match or after {args.budget_minutes} min (best validation "
-        f"checkpoint kept); "
-        f"test on {args.test_size} new examples; beam = {args.beams} beams. {torch.get_num_threads()} CPU threads.",
+        f"Model: encoder-decoder, d_model {first['d_model']}, {first['heads']} heads, {first['layers']}+{first['layers']} "
+        f"layers, sinusoidal positions, no dropout; batch {first['batch_size']}, AdamW lr {first['lr']} ({first['warmup']} "
+        "warm-up steps, then a cosine to 0 over the time budget); "
+        f"{'each training batch of one source length; ' if first['length_buckets'] else ''}source lengths "
+        f"{first['min_length']}-{first['max_length']} ({first['num_symbols']} symbols; addition: digits); validation every "
+        f"{first['eval_every']} steps on {first['validation_size']} examples; stop after {first['solved_validations']} "
+        f"validations in a row at 100% exact match or after {first['budget_minutes']} min (best validation "
+        f"checkpoint kept); test on {first['test_size']} new examples; beam = {first['beams']} beams; "
+        f"{first['threads']} CPU threads. Rows whose settings differ from these say so.",
         "",
-        "| task | pattern (encoder / decoder) | params | steps | train time | 100% val at | test exact (greedy) | test exact (beam) |",
-        "|---|---|---|---|---|---|---|---|",
+        "Source positions: `0..S-1` is the usual absolute position of every source token; `place values` "
+        "restarts the positions after '+' (numbers are least significant digit first, so each digit's "
+        "position is its place value and the two digits to add share one -- the Abacus embeddings of "
+        "McLeish et al. 2024), passed to the model as `source_positions`.",
+        "",
+        "| task | pattern (encoder / decoder) | source positions | params | steps | train time | 100% val at | test exact (greedy) | test exact (beam) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        solved = f"step {r.solved_at_step} ({r.solved_at_seconds:.0f} s)" if r.solved_at_step else "not reached"
-        name = r.task + (" + copy mechanism" if r.copy_mechanism else "")
+    for r in rows:
+        solved = f"step {r['solved_at_step']} ({r['solved_at_seconds']:.0f} s)" if r["solved_at_step"] else "not reached"
+        name = r["task"] + (" + copy mechanism" if r["copy_mechanism"] else "")
+        differs = {k: v for k, v in r["settings"].items() if first.get(k) != v and k not in ("tasks", "patterns", "no_copy_task")}
+        note = f" (settings: {differs})" if differs else ""
         lines.append(
-            f"| {name} | {r.pattern}: `{r.encoder_pattern}` / `{r.decoder_pattern}` | {r.parameters:,} | {r.steps} | "
-            f"{r.train_seconds / 60:.1f} min | {solved} | {100 * r.test_exact_greedy:.2f}% | {100 * r.test_exact_beam:.2f}% |"
+            f"| {name}{note} | {r['pattern']}: `{r['encoder_pattern']}` / `{r['decoder_pattern']}` | {r['source_positions']} | "
+            f"{r['parameters']:,} | {r['steps']} | {r['train_seconds'] / 60:.1f} min | {solved} | "
+            f"{100 * r['test_exact_greedy']:.2f}% | {100 * r['test_exact_beam']:.2f}% |"
         )
-    copy_rows = [r for r in results if r.task == "copy_unknown"]
+    copy_rows = [r for r in rows if r["task"] == "copy_unknown"]
     if copy_rows:
         lines += [
             "",
             "Copy with unknown words (each source word is, with probability "
-            f"{args.unknown_rate}, a word outside the vocabulary; without the copy mechanism it is UNK "
+            f"{first['unknown_rate']}, a word outside the vocabulary; without the copy mechanism it is UNK "
             "in source and target, and the model can only write UNK):",
             "",
             "| model | unknown words reproduced | exact match on sequences with unknown words |",
@@ -304,20 +361,39 @@ def write_markdown(results: list[RunResult], args, path: Path) -> None:
         ]
         for r in copy_rows:
             lines.append(
-                f"| {'with' if r.copy_mechanism else 'without'} copy mechanism | "
-                f"{100 * r.extra['unknown_word_accuracy']:.2f}% | "
-                f"{100 * r.extra['exact_match_on_sequences_with_unknown_words']:.2f}% "
-                f"({r.extra['sequences_with_unknown_words']} sequences) |"
+                f"| {'with' if r['copy_mechanism'] else 'without'} copy mechanism | "
+                f"{100 * r['extra']['unknown_word_accuracy']:.2f}% | "
+                f"{100 * r['extra']['exact_match_on_sequences_with_unknown_words']:.2f}% "
+                f"({r['extra']['sequences_with_unknown_words']} sequences) |"
             )
-    lines += ["", f"Machine: {json.dumps(machine())}", ""]
+    lines += ["", f"Machine: {json.dumps(payload['machine'])}", ""]
     path.write_text("\n".join(lines))
+
+
+def save(result: RunResult, out: Path, command: str) -> None:
+    """Merge one run into ``out/seq2seq.{json,md}`` (replacing an earlier run of the same cell),
+    right after it finishes, so an interrupted sweep keeps what it measured."""
+    path = out / "seq2seq.json"
+    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "machine": machine(), "results": []}
+    row = asdict(result)
+    row["command"] = command
+    payload["results"] = sorted([r for r in payload["results"] if row_key(r) != row_key(row)] + [row], key=sort_key)
+    if command not in payload["commands"]:
+        payload["commands"].append(command)
+    payload["commands"] = [c for c in payload["commands"] if any(r.get("command") == c for r in payload["results"])]
+    payload["machine"] = machine()
+    path.write_text(json.dumps(payload, indent=2))
+    write_markdown(payload, out / "seq2seq.md")
+    print(f"[seq2seq] saved to {path} and {out / 'seq2seq.md'}", flush=True)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["copy", "reverse", "sort", "addition"],
+    parser.add_argument("--tasks", nargs="*", default=["copy", "reverse", "sort", "addition"],
                         choices=["copy", "reverse", "sort", "addition"])
     parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    parser.add_argument("--addition-positions", nargs="+", default=["place"], choices=["place", "plain"],
+                        help="source positions for addition: place values (restarting after '+') and/or plain 0..S-1")
     parser.add_argument("--no-copy-task", action="store_true", help="skip the copy-with-unknown-words comparison")
     parser.add_argument("--budget-minutes", type=float, default=10.0)
     parser.add_argument("--max-steps", type=int, default=20_000)
@@ -332,6 +408,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, default=40)
     parser.add_argument("--num-symbols", type=int, default=20)
     parser.add_argument("--unknown-rate", type=float, default=0.1)
+    parser.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=True,
+                        help="one source length per training batch (no padding)")
     parser.add_argument("--validation-size", type=int, default=500)
     parser.add_argument("--solved-validations", type=int, default=3,
                         help="stop after this many validations in a row at 100%% exact match")
@@ -351,18 +429,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    command = " ".join(["python", "experiments/seq2seq.py", *(sys.argv[1:] if argv is None else argv)])
     for task in args.tasks:
         for pattern in args.patterns:
-            results.append(run(task, pattern, args))
+            for place_values in ([kind == "place" for kind in args.addition_positions] if task == "addition" else [False]):
+                save(run(task, pattern, args, place_values=place_values), out, command)
     if not args.no_copy_task:
-        results.append(run("copy_unknown", "full", args, copy=False, extended=False))
-        results.append(run("copy_unknown", "full", args, copy=True, extended=True))
-    payload = {"command": " ".join(["python", "experiments/seq2seq.py", *sys.argv[1:]]), "machine": machine(),
-               "settings": vars(args), "results": [asdict(r) for r in results]}
-    (out / "seq2seq.json").write_text(json.dumps(payload, indent=2))
-    write_markdown(results, args, out / "seq2seq.md")
-    print(f"[seq2seq] wrote {out / 'seq2seq.json'} and {out / 'seq2seq.md'}")
+        save(run("copy_unknown", "full", args, copy=False, extended=False), out, command)
+        save(run("copy_unknown", "full", args, copy=True, extended=True), out, command)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,18 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="at least one example"):
         collate([])
     assert algorithmic.TASKS == ("copy", "reverse", "sort", "addition", "copy_unknown")
+
+
+def test_segment_positions_give_addition_digits_their_place_value() -> None:
+    from graphattn.data.algorithmic import EOS, PLUS, segment_positions
+
+    examples = [(src + [EOS], tgt) for src, tgt in make_task("addition", 50, min_length=3, max_length=12, seed=7)]
+    src, _ = collate(examples)
+    positions = segment_positions(src, (PLUS, EOS))
+    for row, (tokens, _) in enumerate(examples):
+        plus = tokens.index(PLUS)
+        expected = list(range(plus + 1)) + list(range(len(tokens) - plus - 1))
+        assert positions[row, :len(tokens)].tolist() == expected
+        assert positions[row, len(tokens):].eq(0).all()
+    with pytest.raises(ValueError, match="integer token ids"):
+        segment_positions(src.float(), (PLUS,))

@@ -389,3 +389,63 @@ def test_decoder_on_its_own_equals_the_encoder_decoder_path(generator) -> None:
     torch.testing.assert_close(model.decoder(tgt, memory, lengths), model(src, tgt))
     with pytest.raises(ValueError, match=r"'memory' of shape \[B, S, E\]"):
         model.decoder(tgt)
+
+
+# ---------------------------------------------------------------------- source position ids
+@pytest.mark.parametrize("position", POSITIONS)
+def test_source_position_ids_define_the_geometry(position: str, generator) -> None:
+    """Default ids == explicit 0..L-1; with full attention, permuting the tokens together with
+    their position ids permutes the encoder output (the ids, not the slots, carry position)."""
+    model = Encoder(small_config(position=position)).to(DTYPE).eval()
+    randomize(model, generator)
+    ids = right_padded([7, 7], 23, generator)
+    arange = torch.arange(7).expand(2, 7)
+    torch.testing.assert_close(model(ids, arange), model(ids))
+    permutation = torch.randperm(7, generator=generator)
+    permuted = model(ids[:, permutation], arange[:, permutation])
+    torch.testing.assert_close(permuted, model(ids)[:, permutation])
+    restarted = torch.tensor([[0, 1, 2, 0, 1, 2, 3]] * 2)  # e.g. place values of two numbers
+    assert not torch.allclose(model(ids, restarted), model(ids))
+
+
+def test_source_position_ids_in_training_and_cached_decoding(generator) -> None:
+    from graphattn.decoding import generate
+    from graphattn.train import Seq2SeqLoss
+
+    config = small_config(decoder_pattern="local(window=3, causal=True)", position="rotary")
+    torch.manual_seed(5)
+    model = EncoderDecoder(config).to(DTYPE).eval()
+    lengths = [6, 3, 5]
+    src = right_padded(lengths, 23, generator)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2], [4, 5, 6, 9, 9, 9], [2, 1, 0, 1, 2, 9]])
+    tokens, cached = greedy_with_cache(model, (src, positions), 8)
+    tgt_in = torch.cat([torch.full((3, 1), config.bos_id), tokens[:, :-1]], 1)
+    tgt_in = torch.where(tgt_in == config.pad_id, config.unk_id, tgt_in)
+    full = model(src, tgt_in, source_positions=positions)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model((src, positions), tgt_in), full)
+    assert not torch.allclose(model(src, tgt_in), full)
+    # padded slots' ids are ignored; generate takes the pair, batch invariant
+    batched = generate(model, (src, positions), max_new_tokens=6)
+    for row, length in enumerate(lengths):
+        alone = generate(model, (src[row:row + 1, :length], positions[row:row + 1, :length]), max_new_tokens=6)
+        assert torch.equal(batched.sequences[row, :alone.sequences.size(1)], alone.sequences[0])
+    # the loss passes the pair through
+    tgt = torch.cat([torch.full((3, 1), config.bos_id), tokens], 1)
+    loss, _ = Seq2SeqLoss(config.pad_id)(model, ((src, positions), tgt))
+    assert loss.requires_grad and torch.isfinite(loss)
+
+
+def test_source_position_ids_errors(generator) -> None:
+    src = right_padded([4, 2], 23, generator)
+    model = EncoderDecoder(small_config(position="learned", max_positions=8))
+    with pytest.raises(ValueError, match=r"integer tensor of the ids' shape \[2, 4\]"):
+        model(src, src, source_positions=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"integer tensor"):
+        model(src, src, source_positions=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"\[0, 7\] \(max_positions\), got values in \[0, 8\]"):
+        model(src, src, source_positions=torch.full((2, 4), 8))
+    with pytest.raises(ValueError, match="either in the src pair or as source_positions"):
+        model((src, torch.zeros_like(src)), src, source_positions=torch.zeros_like(src))
+    with pytest.raises(TypeError, match="source ids \\[B, S\\] or a pair"):
+        model.start_decoding([src], max_new_tokens=2)

@@ -36,10 +36,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["PAD", "BOS", "EOS", "UNK", "FIRST_SYMBOL", "TASKS", "TaskSpec", "make_task", "collate", "vocab_size"]
+__all__ = [
+    "PAD", "BOS", "EOS", "UNK", "FIRST_SYMBOL", "PLUS", "TASKS", "TaskSpec", "make_task", "collate", "vocab_size",
+    "segment_positions",
+]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 FIRST_SYMBOL = 4
+PLUS = FIRST_SYMBOL + 10  # the addition task's '+'
 TASKS = ("copy", "reverse", "sort", "addition", "copy_unknown")
 
 Example = tuple[list[int], list[int]]
@@ -117,7 +121,7 @@ def _addition(rng: _random.Random, n: int) -> tuple[list[int], list[int]]:
     digits_a = rng.randint(1, n - 2)
     digits_b = n - 1 - digits_a
     a, b = (_random_number(rng, d) for d in (digits_a, digits_b))
-    plus = FIRST_SYMBOL + 10
+    plus = PLUS
 
     def tokens(value: int) -> list[int]:
         return [FIRST_SYMBOL + int(c) for c in reversed(str(value))]
@@ -165,3 +169,30 @@ def _pad(rows: Sequence[Sequence[int]], pad: int) -> Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
+
+
+def segment_positions(src: Tensor, separators: Sequence[int], pad: int = PAD) -> Tensor:
+    """Position ids ``[B, S]`` that restart after every separator token: the ``i``-th token of a
+    segment gets ``i`` and the separator closing it gets the segment's length (padding: 0).
+
+    For the addition task (numbers least significant digit first) with ``separators=(PLUS,
+    EOS)`` every digit's id is its place value, so the two digits to add share an id -- the
+    Abacus embeddings of McLeish et al. (2024); pass them as the encoder-decoder's
+    ``source_positions``.
+
+    Example:
+        >>> segment_positions(torch.tensor([[5, 6, PLUS, 7, EOS, PAD]]), (PLUS, EOS)).tolist()
+        [[0, 1, 2, 0, 1, 0]]
+    """
+    if src.dim() != 2 or src.dtype.is_floating_point:
+        raise ValueError(f"Expected src as integer token ids [B, S], got {src.dtype} {list(src.shape)}")
+    is_separator = torch.zeros_like(src, dtype=torch.bool)
+    for token in separators:
+        is_separator |= src == token
+    # segment index of every slot: separators seen strictly before it
+    segment = torch.cumsum(is_separator.long(), dim=1) - is_separator.long()
+    index = torch.arange(src.size(1), device=src.device).expand_as(src)
+    # first slot of every (row, segment): the minimum index over the segment
+    first = torch.full_like(src, src.size(1)).scatter_reduce(1, segment, index, reduce="amin")
+    positions = index - first.gather(1, segment)
+    return torch.where(src == pad, 0, positions)

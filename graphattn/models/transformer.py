@@ -328,9 +328,12 @@ class _Stack(nn.Module):
             bias = self.position_bias(graph, query_positions, key_positions)
         return AttentionContext(graph, bias, query_positions)
 
-    def full_contexts(self, lengths: Tensor, slots: int) -> list[AttentionContext]:
-        """Self-attention contexts of right-padded sequences ``[B]`` lengths in ``slots``."""
-        positions = torch.arange(slots, device=lengths.device).repeat(lengths.numel())  # [B * L]
+    def full_contexts(self, lengths: Tensor, slots: int, positions: Tensor | None = None) -> list[AttentionContext]:
+        """Self-attention contexts of right-padded sequences ``[B]`` lengths in ``slots``;
+        ``positions`` ``[B * L]`` position ids of the nodes (default ``0..L-1`` in every row) feed
+        the relative / ALiBi biases and rotary."""
+        if positions is None:
+            positions = torch.arange(slots, device=lengths.device).repeat(lengths.numel())  # [B * L]
         made: dict[PatternSpec, AttentionContext] = {}
         for spec in self.patterns:
             if spec not in made:
@@ -468,23 +471,49 @@ class Encoder(nn.Module):
         self.embedding = _Embedding(config, self.vocab_size, embedding)
         self.stack = _Stack(config, config.layer_patterns("encoder", config.num_layers), cross=False, bidirectional=True)
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
         """``ids`` ``[B, L]`` int64, right-padded with ``pad_id`` -> ``[B, L, E]`` (rows at padded
-        slots are not meaningful)."""
-        return self.encode(ids)[0]
+        slots are not meaningful); ``positions``: optional position ids, see :meth:`encode`."""
+        return self.encode(ids, positions=positions)[0]
 
-    def encode(self, ids: Tensor, *, unknown_to_unk: bool = False) -> tuple[Tensor, Tensor]:
+    def encode(
+        self, ids: Tensor, *, positions: Tensor | None = None, unknown_to_unk: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``(hidden [B, L, E], lengths [B])``; ids ``>= vocab`` become ``unk_id`` if
-        ``unknown_to_unk`` (the copy mechanism's extended source ids), else raise."""
+        ``unknown_to_unk`` (the copy mechanism's extended source ids), else raise.
+
+        ``positions``: ``[B, L]`` non-negative int64 position ids (as Hugging Face's
+        ``position_ids``), e.g. restarting in every segment or giving each digit its place value
+        (Abacus embeddings, McLeish et al. 2024); they replace ``0..L-1`` in the absolute
+        embedding, the relative / ALiBi biases and rotary. Values at padded slots are ignored.
+        """
         lengths = _lengths(ids, self.config.pad_id, "ids")
         if unknown_to_unk:
             ids = torch.where(ids >= self.vocab_size, self.config.unk_id, ids)
         _check_ids(ids, self.vocab_size, "ids")
         batch, length = ids.shape
-        positions = torch.arange(length, device=ids.device)
-        x = self.embedding(ids, positions.expand(batch, length)).reshape(batch * length, -1)
-        contexts = self.stack.full_contexts(lengths, length)
+        if positions is None:
+            positions = torch.arange(length, device=ids.device).expand(batch, length)
+        else:
+            positions = _check_positions(positions, ids, lengths, self.config)
+        x = self.embedding(ids, positions).reshape(batch * length, -1)
+        contexts = self.stack.full_contexts(lengths, length, positions.reshape(-1))
         return self.stack(x, contexts).view(batch, length, -1), lengths
+
+
+def _check_positions(positions: Tensor, ids: Tensor, lengths: Tensor, config: TransformerConfig) -> Tensor:
+    """Validated position ids ``[B, L]`` (padded slots set to 0)."""
+    if not isinstance(positions, Tensor) or positions.shape != ids.shape or positions.dtype not in (torch.int32, torch.int64):
+        got = f"{positions.dtype} {list(positions.shape)}" if isinstance(positions, Tensor) else type(positions).__name__
+        raise ValueError(f"Expected positions as an integer tensor of the ids' shape {list(ids.shape)}, got {got}")
+    positions = positions.to(device=ids.device, dtype=torch.long)
+    real = torch.arange(ids.size(1), device=ids.device) < lengths[:, None]
+    positions = torch.where(real, positions, 0)
+    low, high = (int(positions.min()), int(positions.max())) if positions.numel() else (0, 0)
+    if (low < 0 or (config.position == "learned" and high >= config.max_positions)):
+        limit = f"[0, {config.max_positions - 1}] (max_positions)" if config.position == "learned" else ">= 0"
+        raise ValueError(f"Expected positions {limit}, got values in [{low}, {high}]")
+    return positions
 
 
 @dataclass
@@ -624,17 +653,24 @@ class EncoderDecoder(nn.Module):
     pad_id = property(lambda self: self.config.pad_id)
 
     # ------------------------------------------------------------------ training
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(self, src: Tensor | tuple[Tensor, Tensor], tgt_in: Tensor, source_positions: Tensor | None = None) -> Tensor:
         """Teacher-forced scores.
 
         Args:
-            src: ``[B, S]`` source ids (extended ids allowed with ``copy``), right-padded.
+            src: ``[B, S]`` source ids (extended ids allowed with ``copy``), right-padded; or
+                the pair ``(source ids, source position ids)`` (as ``generate`` takes it).
             tgt_in: ``[B, T]`` decoder inputs ``[BOS, y1, ...]``, right-padded.
+            source_positions: optional ``[B, S]`` position ids of the source tokens
+                (see :meth:`Encoder.encode`); the decoder's positions stay ``0..T-1``.
 
         Returns:
             ``[B, T, V]`` logits; with ``copy``, ``[B, T, V_ext]`` log-probabilities.
         """
-        memory, source_lengths = self.encoder.encode(src, unknown_to_unk=self.config.copy)
+        if not isinstance(src, Tensor):
+            if source_positions is not None:
+                raise ValueError("Give source position ids either in the src pair or as source_positions, not both")
+            src, source_positions = _source_inputs(src)
+        memory, source_lengths = self.encoder.encode(src, positions=source_positions, unknown_to_unk=self.config.copy)
         if tgt_in.dim() != 2 or tgt_in.size(0) != src.size(0):
             raise ValueError(f"Expected src [B, S] and tgt_in [B, T] with one B, got {list(src.shape)} and {list(tgt_in.shape)}")
         run = self.decoder.run(tgt_in, memory, source_lengths, unknown_to_unk=self.config.copy)
@@ -664,10 +700,11 @@ class EncoderDecoder(nn.Module):
         return torch.logaddexp(F.logsigmoid(gate) + generate, F.logsigmoid(-gate) + copy_log)
 
     # ------------------------------------------------------------------ decoding
-    def start_decoding(self, inputs: Tensor, *, max_new_tokens: int) -> DecodingStart:
-        """Encode ``inputs`` (source ids ``[B, S]``) and score the first target token after BOS."""
-        src = inputs
-        memory, source_lengths = self.encoder.encode(src, unknown_to_unk=self.config.copy)
+    def start_decoding(self, inputs: Tensor | tuple[Tensor, Tensor], *, max_new_tokens: int) -> DecodingStart:
+        """Encode ``inputs`` -- source ids ``[B, S]``, or ``(source ids, source position ids)``
+        both ``[B, S]`` -- and score the first target token after BOS."""
+        src, source_positions = _source_inputs(inputs)
+        memory, source_lengths = self.encoder.encode(src, positions=source_positions, unknown_to_unk=self.config.copy)
         batch, source_slots = src.shape
         slots = 1 + max_new_tokens
         state = _DecodingState(
@@ -727,6 +764,17 @@ class EncoderDecoder(nn.Module):
         index = torch.arange(rows.numel(), device=rows.device)
         graph = gather_rows(table, index * state.slots + positions, (rows - index) * source_slots, state.batch * source_slots)
         return graph
+
+
+def _source_inputs(inputs) -> tuple[Tensor, Tensor | None]:
+    if isinstance(inputs, Tensor):
+        return inputs, None
+    if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
+        return inputs[0], inputs[1]
+    raise TypeError(
+        "Expected the encoder-decoder's inputs as source ids [B, S] or a pair (source ids [B, S], "
+        f"source position ids [B, S]), got {type(inputs).__name__}"
+    )
 
 
 def _extended_size(config: TransformerConfig, src: Tensor) -> int:

@@ -169,7 +169,8 @@ class ScheduledSampling:
 class Seq2SeqLoss:
     """Teacher-forced sequence-to-sequence loss, a ``loss_fn`` for :func:`~graphattn.train.fit`.
 
-    For a batch ``(src [B, S], tgt [B, T])`` (:class:`Seq2SeqBatch` or a plain pair) with
+    For a batch ``(src [B, S], tgt [B, T])`` (:class:`Seq2SeqBatch` or a plain pair; ``src`` may
+    also be a pair ``(ids, position ids)``, passed on as is) with
     ``tgt = [BOS, y1, ..., yn, EOS, PAD...]``, feeds ``tgt[:, :-1]`` to ``model(src, tgt_in)``
     (which returns logits ``[B, T-1, V]``) and scores them against ``tgt[:, 1:]`` with
     :func:`sequence_cross_entropy` (mean over non-pad tokens, label smoothing).
@@ -261,7 +262,8 @@ class Seq2SeqLoss:
                 f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}; collate with Seq2SeqCollator"
             )
         src, tgt = batch
-        for name, tensor in (("src", src), ("tgt", tgt)):
+        src_ids = src[0] if isinstance(src, (tuple, list)) and len(src) == 2 else src  # (ids, position ids)
+        for name, tensor in (("src", src_ids), ("tgt", tgt)):
             if not isinstance(tensor, Tensor) or tensor.dim() != 2 or tensor.dtype.is_floating_point:
                 got = f"{tensor.dtype} {list(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
                 raise ValueError(f"Expected '{name}' to be an int64 tensor [B, length] of token ids, got {got}")
