@@ -1,7 +1,7 @@
 """Measure the two csr kernels (tiled at every tile size, sparse) on many pattern families.
 
 The cost model in graphattn/ops/csr.py (``TILED_NS_PER_CELL``, ``TILED_NS_PER_TILE_ROW``,
-``TILED_NS_PER_GROUP``, ``SPARSE_NS_PER_EDGE``, ``SPARSE_NS_FIXED``) is fitted to this table; the
+``TILED_NS_PER_GROUP``, ``SPARSE_NS_PER_EDGE``, ``SPARSE_NS_PER_NODE``, ``SPARSE_NS_FIXED``) is fitted to this table; the
 last column is the time of the model's choice over the best kernel's (1.00 = it chose right).
 
     python experiments/calibrate_csr.py   # writes experiments/results/calibrate_csr.{json,md}
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from graphattn import attention, patterns
+from graphattn import AttentionGraph, attention, patterns
 from graphattn.ops.csr import TILE_SIZES, choose_kernel, choose_tile_size, tile_stats
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,6 +31,20 @@ def _time(fn, repeats: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def molecule_batch(num_graphs: int = 32, seed: int = 0):
+    """Bonds (+ self loops) of ``num_graphs`` molecule-like graphs of 15-35 atoms -- random trees
+    with a ring closure every ~10 atoms, as one block-diagonal batch (ZINC-sized)."""
+    generator = torch.Generator().manual_seed(seed)
+    pieces = []
+    for _ in range(num_graphs):
+        n = int(torch.randint(15, 36, (1,), generator=generator))
+        parents = [int(torch.randint(0, i, (1,), generator=generator)) for i in range(1, n)]
+        edges = [(p, i) for i, p in enumerate(parents, start=1)]
+        edges += [(i, i + 5) for i in range(0, n - 5, 10)]  # ring closures
+        pieces.append(patterns.adjacency(torch.tensor(edges).t(), n, symmetric=True))
+    return AttentionGraph.batch(pieces)
 
 
 def cases() -> dict:
@@ -51,6 +65,7 @@ def cases() -> dict:
         "axial 48x48": patterns.axial(48, 48),
         "k_hop ring 2048 k3": patterns.k_hop(ring_edges, 2048, 3, symmetric=True),
         "adjacency ring 2048": patterns.adjacency(ring_edges, 2048, symmetric=True),
+        "32 molecules (bonds)": molecule_batch(),
     }
 
 

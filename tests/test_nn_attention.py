@@ -529,3 +529,18 @@ def _errors():
 def test_bad_input_raises(name: str, call, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_self_projection_equals_separate_projections(bias: bool) -> None:
+    torch.manual_seed(0)
+    attn = MultiheadAttention(12, 3, bias=bias).double()
+    x = torch.randn(7, 12, dtype=torch.float64, requires_grad=True)
+    fused = attn.project(x, x, x)  # one matrix product
+    separate = (attn.project_query(x), *attn.project_key_value(x, x.clone()))  # distinct tensors: unfused
+    for a, b in zip(fused, separate):
+        torch.testing.assert_close(a, b)
+    grads = torch.autograd.grad(sum((t * t).sum() for t in fused), [x, attn.q_proj.weight, attn.v_proj.weight])
+    expected = torch.autograd.grad(sum((t * t).sum() for t in separate), [x, attn.q_proj.weight, attn.v_proj.weight])
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b)

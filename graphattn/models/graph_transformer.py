@@ -575,8 +575,7 @@ class BondAttention(nn.Module):
         if graph is None or types is None or table is None:
             raise ValueError("BondAttention needs context.local_graph, edge_types and bond_table (see GraphTransformer.prepare)")
         attn = self.attn
-        q = attn.project_query(h)  # [N, H, D]
-        k, v = attn.project_key_value(h, h)
+        q, k, v = attn.project(h, h, h)  # [N, H, D] each
         projected = self.edge_proj(table)  # [T, H] or [T, H * Dv]
         if self.kind == "bias":
             bias = projected[types].sum(1)  # [E, Cb, H] -> [E, H]

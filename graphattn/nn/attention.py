@@ -35,6 +35,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -529,7 +530,16 @@ class MultiheadAttention(nn.Module):
     # The three steps of forward, public so that layers built on this one (Transformer blocks
     # with rotary positions or a key/value cache) can act between them.
     def project(self, x_query: Tensor, x_key: Tensor, x_value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``[Nq, E], [Nk, kdim], [Nk, vdim]`` -> q ``[Nq, H, D]``, k ``[Nk, H, D]``, v ``[Nk, H, Dv]``."""
+        """``[Nq, E], [Nk, kdim], [Nk, vdim]`` -> q ``[Nq, H, D]``, k ``[Nk, H, D]``, v ``[Nk, H, Dv]``.
+
+        Self-attention (the same tensor three times) runs one fused matrix product."""
+        if x_query is x_key and x_key is x_value:
+            fused = self._fused_linear(x_query, (self.q_proj, self.k_proj, self.v_proj))
+            if fused is not None:
+                q, k, v = fused
+                return (q.unflatten(-1, (self.num_heads, self.head_dim)),
+                        k.unflatten(-1, (self.num_heads, self.head_dim)),
+                        v.unflatten(-1, (self.num_heads, self.value_head_dim)))
         return self.project_query(x_query), *self.project_key_value(x_key, x_value)
 
     def project_query(self, x_query: Tensor) -> Tensor:
@@ -537,10 +547,24 @@ class MultiheadAttention(nn.Module):
         return self.q_proj(x_query).unflatten(-1, (self.num_heads, self.head_dim))
 
     def project_key_value(self, x_key: Tensor, x_value: Tensor) -> tuple[Tensor, Tensor]:
-        """``[..., kdim], [..., vdim]`` -> keys ``[..., H, D]``, values ``[..., H, Dv]``."""
-        k = self.k_proj(x_key).unflatten(-1, (self.num_heads, self.head_dim))
-        v = self.v_proj(x_value).unflatten(-1, (self.num_heads, self.value_head_dim))
-        return k, v
+        """``[..., kdim], [..., vdim]`` -> keys ``[..., H, D]``, values ``[..., H, Dv]`` (one fused
+        matrix product when ``x_key is x_value``)."""
+        fused = self._fused_linear(x_key, (self.k_proj, self.v_proj)) if x_key is x_value else None
+        k, v = fused if fused is not None else (self.k_proj(x_key), self.v_proj(x_value))
+        return k.unflatten(-1, (self.num_heads, self.head_dim)), v.unflatten(-1, (self.num_heads, self.value_head_dim))
+
+    @staticmethod
+    def _fused_linear(x: Tensor, layers: tuple[nn.Linear, ...]) -> tuple[Tensor, ...] | None:
+        """The layers applied to one input as one ``F.linear`` over their stacked weights (fewer,
+        larger matrix products), or None when they cannot be stacked."""
+        if any(type(layer) is not nn.Linear for layer in layers):  # e.g. quantized or wrapped layers
+            return None
+        with_bias = [layer.bias is not None for layer in layers]
+        if any(with_bias) and not all(with_bias):
+            return None
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = torch.cat([layer.bias for layer in layers]) if all(with_bias) else None
+        return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
 
     def attend(
         self,
@@ -576,7 +600,9 @@ class MultiheadAttention(nn.Module):
         """``[Nq, H, Dv]`` -> ``out_proj`` -> ``[Nq, E]``, exactly zero at queries without keys."""
         out = self.out_proj(heads_out.reshape(heads_out.size(0), self.num_heads * self.value_head_dim))
         if self.out_proj.bias is not None:
-            out = out.masked_fill(_empty_queries(graph).unsqueeze(1), 0.0)
+            empty = graph.cached("empty_queries", lambda: _empty_queries(graph))
+            if graph.cached("has_empty_queries", lambda: bool(empty.any())):
+                out = out.masked_fill(empty.unsqueeze(1), 0.0)
         return out
 
 

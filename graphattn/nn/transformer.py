@@ -260,8 +260,7 @@ class TransformerLayer(nn.Module):
         cache_slots: Tensor | None,
     ) -> Tensor:
         attn = self.self_attn
-        q = attn.project_query(h)  # [Nq, H, D]
-        k, v = attn.project_key_value(h, h)
+        q, k, v = attn.project(h, h, h)  # [Nq, H, D] each (one fused product)
         if rotary is not None:
             if context.positions is None:
                 raise ValueError("Rotary embeddings need node positions in the AttentionContext")

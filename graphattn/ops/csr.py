@@ -35,13 +35,16 @@ TILE_SIZES = (16, 32, 64, 128)
 # Cost model, fitted to experiments/results/calibrate_csr.md (forward+backward, H=4, D=64,
 # float32, 2-core Xeon): tiled ~ 33 ns per tile cell + 1.54 us per tile row (cells / T: small
 # tiles make small, less efficient matmuls) + a fixed cost per group of query blocks (Python
-# and launch overhead); sparse ~ 262 ns per edge + 8 ms fixed (per-head sparse calls,
-# transposes). Only the ratio matters for the choice.
+# and launch overhead); sparse ~ 223 ns per edge + 3.1 us per node (per-head sparse calls,
+# transposes: least squares over the same table) + 0.5 ms fixed (measured on batches of 32
+# ZINC molecules, ~730 atoms and ~2300 bond edges: 1.8-2.5 ms against 6.3-7.4 ms tiled; an
+# earlier 8 ms fixed term sent such small graphs to the tiled kernel). Only the ratio matters.
 TILED_NS_PER_CELL = 33.0
 TILED_NS_PER_TILE_ROW = 1540.0
 TILED_NS_PER_GROUP = 500_000.0
-SPARSE_NS_PER_EDGE = 262.0
-SPARSE_NS_FIXED = 8_000_000.0
+SPARSE_NS_PER_EDGE = 223.0
+SPARSE_NS_PER_NODE = 3100.0
+SPARSE_NS_FIXED = 500_000.0
 # dense masked SDPA (for auto's comparison): ~27 ns per (query, key) cell, measured on local
 # n=4096 in experiments/results/bench_attention.md, plus a small fixed cost, and more when
 # unequal graphs of a batch are first scattered into padded slots.
@@ -92,6 +95,12 @@ def cost_lower_bound(num_edges: int) -> float:
     return min(per_cell * num_edges, SPARSE_NS_PER_EDGE * num_edges + SPARSE_NS_FIXED)
 
 
+def _sparse_cost(graph: AttentionGraph) -> float:
+    """Estimated forward+backward nanoseconds of the sparse kernel (see the constants above)."""
+    nodes = graph.num_queries + graph.num_keys
+    return SPARSE_NS_PER_EDGE * graph.num_edges + SPARSE_NS_PER_NODE * nodes / 2 + SPARSE_NS_FIXED
+
+
 def estimate_kernel(graph: AttentionGraph) -> tuple[str, float, str]:
     """``(kernel, estimated forward+backward ns, reason)`` of the cheaper csr kernel."""
     if graph.num_edges == 0:
@@ -100,7 +109,7 @@ def estimate_kernel(graph: AttentionGraph) -> tuple[str, float, str]:
     num_tiles, num_groups = tile_stats(graph, size)
     fill = graph.num_edges / max(num_tiles * size * size, 1)
     tiled = _tiled_cost(size, num_tiles, num_groups)
-    sparse = SPARSE_NS_PER_EDGE * graph.num_edges + SPARSE_NS_FIXED
+    sparse = _sparse_cost(graph)
     if tiled <= sparse:
         return "tiled", tiled, f"{size}x{size} tiles {fill:.0%} full (est. {tiled / sparse:.2f}x the sparse cost)"
     return "sparse", sparse, f"edges scattered: best tiles ({size}x{size}) {fill:.0%} full, est. {tiled / sparse:.1f}x the sparse cost"
