@@ -32,3 +32,13 @@ def test_readme_sequence_model_example_runs_and_matches_its_comments():
     with contextlib.redirect_stdout(printed):
         exec(compile(match.group(1), "README.md sequence example", "exec"), {})
     assert printed.getvalue().splitlines() == ["64", "4"]
+
+
+def test_readme_molecule_example_runs_and_matches_its_comments():
+    text = README.read_text()
+    match = re.search(r"## Molecules\n\n```python\n(.*?)```", text, re.S)
+    assert match, "README.md lost its '## Molecules' python block"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(match.group(1), "README.md molecule example", "exec"), {})
+    assert printed.getvalue().splitlines() == ["torch.Size([21, 9]) torch.Size([40, 3])", "torch.Size([3, 1])"]
