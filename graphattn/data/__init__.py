@@ -6,6 +6,9 @@
   (reproducing OGB's own output) or the benchmarking-gnns ZINC atom/bond types; Gasteiger charges.
 * :mod:`graphattn.data.molecule_datasets`: molecule CSVs (ESOL, FreeSolv, Lipophilicity, BACE,
   BBBP, HIV, ZINC-12k, RDKit's NCI/TPSA set), random / OGB scaffold / index-file splits, caching.
+* :mod:`graphattn.data.lra`: Long-Range-Arena-style classification tasks generated offline --
+  ListOps, byte-level genre classification of UD English-EWT documents, Pathfinder 32x32 and
+  pixel-sequence shapes (or scikit-learn's digits) -- with padding collate.
 
 Submodules are imported on use (``from graphattn.data import algorithmic``).
 """

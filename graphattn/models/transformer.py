@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from graphattn.graph import AttentionGraph
 from graphattn.models.decodable import DecodingStart
 from graphattn.nn.attention import MultiheadAttention
+from graphattn.nn.mechanism import MechanismDims, MechanismSpec, SequenceLayout, as_mechanism_spec
 from graphattn.nn.positional import (
     ALiBi,
     LearnedPositionalEmbedding,
@@ -74,6 +75,18 @@ POSITIONS = ("sinusoidal", "learned", "relative", "rotary", "alibi", "none")
 """Ways of giving the model positions (``TransformerConfig.position``)."""
 
 PatternLike = Union[PatternSpec, str]
+MechanismLike = Union[MechanismSpec, str]
+
+
+def _mechanisms(value: MechanismLike | Sequence[MechanismLike], name: str) -> MechanismSpec | tuple[MechanismSpec, ...]:
+    if isinstance(value, (MechanismSpec, str)):
+        return as_mechanism_spec(value)
+    if isinstance(value, (list, tuple)) and value:
+        return tuple(as_mechanism_spec(v) for v in value)
+    raise TypeError(
+        f"Expected '{name}' to be an attention mechanism (MechanismSpec or a string like 'softmax' or "
+        f"'performer(num_features=128)') or a non-empty list of them, one per layer; got {value!r}"
+    )
 
 
 def _patterns(value: PatternLike | Sequence[PatternLike], name: str) -> PatternSpec | tuple[PatternSpec, ...]:
@@ -112,6 +125,15 @@ class TransformerConfig:
         decoder_pattern: self-attention pattern of the decoder / causal LM; must be causal for
             autoregressive models (checked).
         cross_pattern: decoder-to-encoder pattern over (target, source) positions; ``"full"``.
+        encoder_attention: self-attention mechanism of the encoder (one, or one per layer):
+            ``"softmax"`` over the pattern (default), or an efficient-attention mechanism such as
+            ``"lsh(...)"``, ``"linear"``, ``"performer(...)"`` (names:
+            :data:`graphattn.nn.mechanism.MECHANISM_NAMES`), or ``"heads(softmax, lsh(...))"`` for
+            a mechanism per group of heads. A layer whose mechanism is not softmax must have the
+            pattern ``"full"`` (or ``"causal"``: the mechanism then runs causally), since only
+            softmax heads use a sparse pattern.
+        decoder_attention: the same for the decoder / causal LM self-attention (training and
+            teacher forcing; :func:`~graphattn.decoding.generate` needs ``"softmax"``).
         tie_embeddings: share the decoder's (or LM's) input embedding with its output layer.
         share_embeddings: share the encoder and decoder embeddings (same vocabulary needed).
         scale_embeddings: multiply token embeddings by ``sqrt(d_model)`` (Vaswani et al.).
@@ -140,6 +162,8 @@ class TransformerConfig:
     encoder_pattern: PatternLike | tuple[PatternLike, ...] = "full"
     decoder_pattern: PatternLike | tuple[PatternLike, ...] = "causal"
     cross_pattern: PatternLike = "full"
+    encoder_attention: MechanismLike | tuple[MechanismLike, ...] = "softmax"
+    decoder_attention: MechanismLike | tuple[MechanismLike, ...] = "softmax"
     tie_embeddings: bool = True
     share_embeddings: bool = False
     scale_embeddings: bool = True
@@ -191,13 +215,35 @@ class TransformerConfig:
         if isinstance(cross, tuple):
             raise TypeError("Expected one 'cross_pattern' for all layers")
         object.__setattr__(self, "cross_pattern", cross)
+        object.__setattr__(self, "encoder_attention", _mechanisms(self.encoder_attention, "encoder_attention"))
+        object.__setattr__(self, "decoder_attention", _mechanisms(self.decoder_attention, "decoder_attention"))
         for name, count in (
             ("encoder_pattern", self.num_layers),
             ("decoder_pattern", self.decoder_layers),
+            ("encoder_attention", self.num_layers),
+            ("decoder_attention", self.decoder_layers),
         ):
             value = getattr(self, name)
             if isinstance(value, tuple) and len(value) not in (count, self.num_layers):
                 raise ValueError(f"Expected one '{name}' per layer ({count}), got {len(value)}")
+        for kind in ("encoder", "decoder"):
+            count = self.num_layers if kind == "encoder" else self.decoder_layers
+            for layer, (pattern, mechanism) in enumerate(zip(self.layer_patterns(kind, count), self.layer_attention(kind, count))):
+                kinds = {part.name for part in mechanism.parts} if mechanism.name == "heads" else {mechanism.name}
+                uses_pattern = "softmax" in kinds
+                if not uses_pattern and pattern.name not in ("full", "causal"):
+                    raise ValueError(
+                        f"{kind} layer {layer}: attention mechanism {mechanism} does not use the pattern {pattern}; "
+                        f"give that layer the pattern 'full' (or 'causal'), or use heads(softmax, ...) to combine them"
+                    )
+                if kinds != {"softmax"} and self.position in ("relative", "alibi"):
+                    raise ValueError(
+                        f"{kind} layer {layer}: position={self.position!r} is a per-edge bias that only softmax "
+                        f"attention uses, but the layer runs {mechanism}; use sinusoidal, learned or rotary positions"
+                    )
+                if mechanism.name == "heads" and self.num_heads % len(mechanism.parts):
+                    raise ValueError(f"{kind} layer {layer}: {mechanism} needs num_heads divisible by {len(mechanism.parts)}, "
+                                     f"got {self.num_heads}")
 
     @property
     def decoder_layers(self) -> int:
@@ -217,12 +263,22 @@ class TransformerConfig:
             raise ValueError(f"Expected one {kind} pattern per layer ({num_layers}), got {len(value)}")
         return value
 
+    def layer_attention(self, kind: str, num_layers: int) -> tuple[MechanismSpec, ...]:
+        """The self-attention mechanism of each of ``num_layers`` layers (``kind``: ``"encoder"``
+        or ``"decoder"``)."""
+        value = self.encoder_attention if kind == "encoder" else self.decoder_attention
+        if isinstance(value, MechanismSpec):
+            return (value,) * num_layers
+        if len(value) != num_layers:
+            raise ValueError(f"Expected one {kind} attention mechanism per layer ({num_layers}), got {len(value)}")
+        return value
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (patterns as strings); :meth:`from_dict` inverts it."""
+        """JSON-friendly dict (patterns and mechanisms as strings); :meth:`from_dict` inverts it."""
         out = dataclasses.asdict(self)
-        for name in ("encoder_pattern", "decoder_pattern", "cross_pattern"):
+        for name in ("encoder_pattern", "decoder_pattern", "cross_pattern", "encoder_attention", "decoder_attention"):
             value = getattr(self, name)
-            out[name] = str(value) if isinstance(value, PatternSpec) else [str(v) for v in value]
+            out[name] = str(value) if isinstance(value, (PatternSpec, MechanismSpec)) else [str(v) for v in value]
         return out
 
     @classmethod
@@ -291,9 +347,26 @@ class _Embedding(nn.Module):
 class _Stack(nn.Module):
     """Layers + final LayerNorm (pre-norm) + the position biases / rotary of their self-attention."""
 
-    def __init__(self, config: TransformerConfig, patterns: tuple[PatternSpec, ...], *, cross: bool, bidirectional: bool) -> None:
+    def __init__(
+        self,
+        config: TransformerConfig,
+        patterns: tuple[PatternSpec, ...],
+        *,
+        cross: bool,
+        bidirectional: bool,
+        mechanisms: tuple[MechanismSpec, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.patterns = patterns
+        head_dim = config.d_model // config.num_heads
+        dims = MechanismDims(config.num_heads, head_dim, head_dim, config.max_positions, config.attention_dropout, config.backend)
+        modules = [None] * len(patterns) if mechanisms is None else [spec.build(dims) for spec in mechanisms]
+        for index, (pattern, module) in enumerate(zip(patterns, modules)):
+            if module is not None and pattern.is_causal and not module.supports_causal:
+                raise ValueError(
+                    f"Layer {index} has the causal pattern {pattern} but its attention mechanism "
+                    f"{mechanisms[index]} has no causal variant; use it in an encoder, or pick a causal one"
+                )
         self.layers = nn.ModuleList(
             TransformerLayer(
                 config.d_model,
@@ -307,8 +380,9 @@ class _Stack(nn.Module):
                 score=config.score,
                 backend=config.backend,
                 layer_norm_eps=config.layer_norm_eps,
+                mechanism=module,
             )
-            for _ in patterns
+            for module in modules
         )
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
         self.position_bias: nn.Module | None = None
@@ -339,6 +413,7 @@ class _Stack(nn.Module):
             if spec not in made:
                 graph = sequence_batch(spec, lengths, query_slots=slots, device=lengths.device)
                 made[spec] = self.context(graph, positions, positions)
+                made[spec].layout = SequenceLayout(lengths, lengths, causal=spec.is_causal)
         return [made[spec] for spec in self.patterns]
 
     def cached_contexts(self, state: "_DecodingState", positions: Tensor, active: Tensor, row_of: Tensor) -> list[AttentionContext]:
@@ -469,7 +544,10 @@ class Encoder(nn.Module):
         self.config = config
         self.vocab_size = (config.source_vocab_size or config.vocab_size) if source else config.vocab_size
         self.embedding = _Embedding(config, self.vocab_size, embedding)
-        self.stack = _Stack(config, config.layer_patterns("encoder", config.num_layers), cross=False, bidirectional=True)
+        self.stack = _Stack(
+            config, config.layer_patterns("encoder", config.num_layers), cross=False, bidirectional=True,
+            mechanisms=config.layer_attention("encoder", config.num_layers),
+        )
 
     def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
         """``ids`` ``[B, L]`` int64, right-padded with ``pad_id`` -> ``[B, L, E]`` (rows at padded
@@ -561,7 +639,10 @@ class Decoder(nn.Module):
         self.cross = cross
         self.embedding = _Embedding(config, config.vocab_size, embedding)
         layers = config.decoder_layers if num_layers is None else num_layers
-        self.stack = _Stack(config, config.layer_patterns("decoder", layers), cross=cross, bidirectional=False)
+        self.stack = _Stack(
+            config, config.layer_patterns("decoder", layers), cross=cross, bidirectional=False,
+            mechanisms=config.layer_attention("decoder", layers),
+        )
         self.output = _output_layer(config, self.embedding.tokens)
 
     def forward(self, tgt_in: Tensor, memory: Tensor | None = None, source_lengths: Tensor | None = None) -> Tensor:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from graphattn.graph import AttentionGraph
 from graphattn.nn.attention import MultiheadAttention
+from graphattn.nn.mechanism import AttentionMechanism, SequenceLayout
 
 __all__ = ["TransformerLayer", "FeedForward", "AttentionContext", "KeyValueCache", "LayerCache", "ACTIVATIONS"]
 
@@ -54,11 +55,14 @@ class AttentionContext:
         positions: ``[Nq]`` int64 position of every query node, for rotary embeddings (the keys
             computed from the same nodes share these positions; cached keys were rotated when
             they were written).
+        layout: the nodes as ``B`` right-padded sequences (lengths, causality), which layers
+            with an :class:`~graphattn.nn.mechanism.AttentionMechanism` need; ``Nq = B * L``.
     """
 
     graph: AttentionGraph
     bias: Tensor | None = None
     positions: Tensor | None = None
+    layout: SequenceLayout | None = None
 
 
 class KeyValueCache:
@@ -173,6 +177,10 @@ class TransformerLayer(nn.Module):
         score: attention scoring function (see :class:`MultiheadAttention`).
         backend: the :func:`graphattn.attention` backend.
         layer_norm_eps: LayerNorm epsilon.
+        mechanism: an :class:`~graphattn.nn.mechanism.AttentionMechanism` run by the
+            self-attention instead of softmax over the context's graph (LSH, linear, Performer,
+            ...); the layer keeps its query / key / value / output projections. Needs
+            ``self_context.layout``; no incremental decoding.
 
     Shapes:
         ``forward(x [Nq, E], self_context, memory=[Nk, E], cross_context=...) -> [Nq, E]``.
@@ -192,6 +200,7 @@ class TransformerLayer(nn.Module):
         score: str = "scaled_dot",
         backend: str = "auto",
         layer_norm_eps: float = 1e-5,
+        mechanism: AttentionMechanism | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -200,6 +209,11 @@ class TransformerLayer(nn.Module):
         attention = dict(dropout=attention_dropout, score=score, backend=backend, **factory)
         self.norm_first = bool(norm_first)
         self.self_attn = MultiheadAttention(d_model, num_heads, **attention)
+        if mechanism is not None and not isinstance(mechanism, AttentionMechanism):
+            raise TypeError(f"Expected 'mechanism' to be an AttentionMechanism or None, got {type(mechanism).__name__}")
+        if mechanism is not None and score != "scaled_dot":
+            raise ValueError(f"An attention mechanism replaces the scoring; use score='scaled_dot', got {score!r}")
+        self.mechanism = mechanism
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, **factory)
         if cross_attention:
             self.cross_attn: MultiheadAttention | None = MultiheadAttention(d_model, num_heads, **attention)
@@ -260,6 +274,8 @@ class TransformerLayer(nn.Module):
         cache_slots: Tensor | None,
     ) -> Tensor:
         attn = self.self_attn
+        if self.mechanism is not None:
+            return self._mechanism_attention(h, context, rotary, cache)
         q, k, v = attn.project(h, h, h)  # [Nq, H, D] each (one fused product)
         if rotary is not None:
             if context.positions is None:
@@ -271,6 +287,40 @@ class TransformerLayer(nn.Module):
             k, v = cache.self_attention.store(cache_slots, k, v)  # the whole cache [B * T, H, D]
         out, _ = attn.attend(q, k, v, context.graph, context.bias)
         return attn.project_output(out, context.graph)
+
+    def _mechanism_attention(
+        self, h: Tensor, context: AttentionContext, rotary: nn.Module | None, cache: LayerCache | None
+    ) -> Tensor:
+        """Self-attention through ``self.mechanism`` over the context's sequences."""
+        mechanism, attn = self.mechanism, self.self_attn
+        if cache is not None:
+            raise NotImplementedError(
+                f"Incremental decoding with the {type(mechanism).__name__} mechanism is not supported; "
+                "decode with softmax attention in the decoder (decoder_attention='softmax')"
+            )
+        layout = context.layout
+        if layout is None:
+            raise ValueError("A layer with an attention mechanism needs self_context.layout (a SequenceLayout)")
+        batch = layout.query_lengths.numel()
+        if batch == 0 or h.size(0) % batch:
+            raise ValueError(f"Expected {h.size(0)} nodes to be B * L for B = {batch} sequences")
+        slots = h.size(0) // batch
+        if mechanism.shared_query_key:  # Reformer: one projection for queries and keys
+            q = attn.project_query(h)
+            k, v = q, attn.v_proj(h).unflatten(-1, (attn.num_heads, attn.value_head_dim))
+        else:
+            q, k, v = attn.project(h, h, h)
+        if rotary is not None:
+            if context.positions is None:
+                raise ValueError("Rotary embeddings need node positions in the AttentionContext")
+            q = rotary(q, context.positions)
+            k = q if mechanism.shared_query_key else rotary(k, context.positions)
+        full = SequenceLayout(layout.query_lengths, layout.key_lengths, layout.causal, context.graph, context.bias)
+        out = mechanism(
+            q.view(batch, slots, *q.shape[1:]), k.view(batch, slots, *k.shape[1:]), v.view(batch, slots, *v.shape[1:]), full
+        )  # [B, L, H, Dv]
+        out = attn.out_proj(out.reshape(batch * slots, -1))
+        return out * layout.query_mask(slots).reshape(-1, 1).to(out.dtype)  # padded slots: exactly zero
 
     def _cross_attention(
         self, h: Tensor, memory: Tensor | None, context: AttentionContext | None, cache: LayerCache | None

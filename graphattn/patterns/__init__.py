@@ -43,6 +43,7 @@ from graphattn.patterns.sequence import (
     strided,
 )
 from graphattn.patterns.spec import PATTERN_NAMES, PatternSpec, as_pattern_spec, embed, gather_rows, sequence_batch
+from graphattn.patterns.clustered import kmeans_routing_graph, lsh_buckets, lsh_graph
 
 __all__ = [
     # sequences
@@ -70,6 +71,10 @@ __all__ = [
     "difference",
     "per_head",
     "batch",
+    # data dependent (clustered attention)
+    "lsh_buckets",
+    "lsh_graph",
+    "kmeans_routing_graph",
     # specs
     "PatternSpec",
     "PATTERN_NAMES",
