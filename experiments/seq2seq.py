@@ -89,18 +89,28 @@ def with_source_eos(examples):
     return [(src + [EOS], tgt) for src, tgt in examples]
 
 
-class Collate:
-    """Right-padded ``(src, tgt)``; with ``place_values`` the source is the pair ``(ids, position
-    ids)`` where every digit's position id is its place value (positions restart after '+' and
-    EOS: the Abacus embeddings of McLeish et al. 2024), so the two digits to add share one."""
+SOURCE_POSITIONS = {"plain": "0..S-1", "place": "place values", "set": "none (a set)"}
 
-    def __init__(self, place_values: bool = False) -> None:
-        self.place_values = place_values
+
+class Collate:
+    """Right-padded ``(src, tgt)``. Source positions (:data:`SOURCE_POSITIONS`): ``"plain"``
+    keeps the usual ``0..S-1``; otherwise the source is the pair ``(ids, position ids)``:
+    ``"place"`` gives every digit its place value (positions restart after '+' and EOS: the
+    Abacus embeddings of McLeish et al. 2024), so the two digits to add share one; ``"set"``
+    gives every source token position 0 except EOS (position 1): the encoder sees the input as
+    a set, which is all sorting needs."""
+
+    def __init__(self, positions: str = "plain") -> None:
+        if positions not in SOURCE_POSITIONS:
+            raise ValueError(f"Unknown source positions {positions!r}; expected one of {', '.join(SOURCE_POSITIONS)}")
+        self.positions = positions
 
     def __call__(self, examples):
         src, tgt = algorithmic.collate(with_source_eos(examples))
-        if self.place_values:
+        if self.positions == "place":
             return (src, segment_positions(src, (PLUS, EOS))), tgt
+        if self.positions == "set":
+            return (src, (src == EOS).long()), tgt
         return src, tgt
 
 
@@ -195,7 +205,7 @@ class RunResult:
     settings: dict
 
 
-def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = True, place_values: bool = False) -> RunResult:
+def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = True, positions: str = "plain") -> RunResult:
     options = {"min_length": args.min_length, "max_length": args.max_length}
     if task != "addition":
         options["num_symbols"] = args.num_symbols
@@ -215,7 +225,7 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     validation = make_task(task, args.validation_size, seed=VALIDATION_SEED, **options)
     test = make_task(task, args.test_size, seed=TEST_SEED, **options)
 
-    collate = Collate(place_values)
+    collate = Collate(positions)
 
     def evaluate_fn(model, _data):
         return validation_metrics(model, validation, collate)
@@ -229,9 +239,9 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
     )
     optimizer = make_optimizer(model.parameters(), train_config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, BudgetCosine(args.warmup, args.budget_minutes * 60))
-    positions = "place values" if place_values else "0..S-1"
-    out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}{'-place' if place_values else ''}"
-    label = f"{task} / {pattern}{' / copy' if copy else ''}{' / place-value positions' if place_values else ''}"
+    suffix = "" if positions == "plain" else f"-{positions}"
+    out_dir = Path(args.work_dir) / f"{task}-{pattern}{'-copy' if copy else ''}{suffix}"
+    label = f"{task} / {pattern}{' / copy' if copy else ''}{'' if positions == 'plain' else f' / source positions {positions}'}"
     print(f"[seq2seq] {label}: {parameters:,} parameters, budget {args.budget_minutes} min", flush=True)
     started = time.perf_counter()
     result = fit(
@@ -257,7 +267,7 @@ def run(task: str, pattern: str, args, *, copy: bool = False, extended: bool = T
         f"{greedy:.4f}, beam {beam:.4f} {extra}", flush=True,
     )
     return RunResult(
-        task=task, pattern=pattern, source_positions=positions, encoder_pattern=encoder_pattern, decoder_pattern=decoder_pattern,
+        task=task, pattern=pattern, source_positions=SOURCE_POSITIONS[positions], encoder_pattern=encoder_pattern, decoder_pattern=decoder_pattern,
         copy_mechanism=copy, parameters=parameters, steps=result.steps, train_seconds=round(train_seconds, 1),
         solved_at_step=stopper.solved_at[0] if stopper.solved_at else None,
         solved_at_seconds=round(stopper.solved_at[1], 1) if stopper.solved_at else None,
@@ -333,7 +343,8 @@ def write_markdown(payload: dict, path: Path) -> None:
         "Source positions: `0..S-1` is the usual absolute position of every source token; `place values` "
         "restarts the positions after '+' (numbers are least significant digit first, so each digit's "
         "position is its place value and the two digits to add share one -- the Abacus embeddings of "
-        "McLeish et al. 2024), passed to the model as `source_positions`.",
+        "McLeish et al. 2024); `none (a set)` gives every source token position 0 (EOS 1), so the encoder "
+        "sees the input as a set, which is all sorting needs; both are passed to the model as `source_positions`.",
         "",
         "| task | pattern (encoder / decoder) | source positions | params | steps | train time | 100% val at | test exact (greedy) | test exact (beam) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -341,7 +352,7 @@ def write_markdown(payload: dict, path: Path) -> None:
     for r in rows:
         solved = f"step {r['solved_at_step']} ({r['solved_at_seconds']:.0f} s)" if r["solved_at_step"] else "not reached"
         name = r["task"] + (" + copy mechanism" if r["copy_mechanism"] else "")
-        differs = {k: v for k, v in r["settings"].items() if first.get(k) != v and k not in ("tasks", "patterns", "no_copy_task")}
+        differs = {k: v for k, v in r["settings"].items() if first.get(k) != v and k not in ("tasks", "patterns", "no_copy_task", "addition_positions", "sort_positions")}
         note = f" (settings: {differs})" if differs else ""
         lines.append(
             f"| {name}{note} | {r['pattern']}: `{r['encoder_pattern']}` / `{r['decoder_pattern']}` | {r['source_positions']} | "
@@ -394,6 +405,8 @@ def main(argv=None) -> None:
     parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
     parser.add_argument("--addition-positions", nargs="+", default=["place"], choices=["place", "plain"],
                         help="source positions for addition: place values (restarting after '+') and/or plain 0..S-1")
+    parser.add_argument("--sort-positions", nargs="+", default=["set"], choices=["set", "plain"],
+                        help="source positions for sort: none (the encoder sees a set) and/or plain 0..S-1")
     parser.add_argument("--no-copy-task", action="store_true", help="skip the copy-with-unknown-words comparison")
     parser.add_argument("--budget-minutes", type=float, default=10.0)
     parser.add_argument("--max-steps", type=int, default=20_000)
@@ -432,8 +445,9 @@ def main(argv=None) -> None:
     command = " ".join(["python", "experiments/seq2seq.py", *(sys.argv[1:] if argv is None else argv)])
     for task in args.tasks:
         for pattern in args.patterns:
-            for place_values in ([kind == "place" for kind in args.addition_positions] if task == "addition" else [False]):
-                save(run(task, pattern, args, place_values=place_values), out, command)
+            kinds = {"addition": args.addition_positions, "sort": args.sort_positions}.get(task, ["plain"])
+            for positions in kinds:
+                save(run(task, pattern, args, positions=positions), out, command)
     if not args.no_copy_task:
         save(run("copy_unknown", "full", args, copy=False, extended=False), out, command)
         save(run("copy_unknown", "full", args, copy=True, extended=True), out, command)

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from graphattn import __version__
 from graphattn import demo
+from graphattn.patterns_cli import add_subcommand as add_patterns_subcommand
 from graphattn.property import add_subcommand as add_molecules_subcommand
 
 __all__ = ["build_parser", "main", "SUBCOMMANDS"]
@@ -27,7 +28,7 @@ __all__ = ["build_parser", "main", "SUBCOMMANDS"]
 AddSubcommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # One entry per subcommand, in the order `graphattn --help` lists them.
-SUBCOMMANDS: tuple[AddSubcommand, ...] = (demo.add_subcommand, add_molecules_subcommand)
+SUBCOMMANDS: tuple[AddSubcommand, ...] = (demo.add_subcommand, add_molecules_subcommand, add_patterns_subcommand)
 
 
 def _version_text() -> str:

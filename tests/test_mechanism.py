@@ -100,3 +100,14 @@ def test_encoders_run_every_mechanism_batch_invariantly(attention: str, generato
         for row, length in enumerate([9, 5, 7]):
             alone = model(ids[row:row + 1, :length])
             torch.testing.assert_close(batched[row, :length], alone[0], rtol=1e-9, atol=1e-9)
+
+
+def test_materialized_softmax_equals_softmax_over_the_full_and_causal_patterns(generator) -> None:
+    from graphattn.nn.mechanism import MaterializedSoftmaxAttention
+
+    lengths = torch.tensor([6, 4])
+    q, k, v = (torch.randn(2, 6, 2, 3, generator=generator, dtype=DTYPE) for _ in range(3))
+    for pattern, causal in (("full", False), ("causal", True)):
+        graph = sequence_batch(PatternSpec.parse(pattern), lengths, query_slots=6)
+        layout = SequenceLayout(lengths, lengths, causal, graph)
+        torch.testing.assert_close(MaterializedSoftmaxAttention()(q, k, v, layout), SoftmaxAttention()(q, k, v, layout))

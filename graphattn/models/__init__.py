@@ -3,6 +3,8 @@
 * :mod:`graphattn.models.transformer`: :class:`TransformerConfig`, :class:`Encoder`, :class:`Decoder`,
   :class:`EncoderDecoder` (optionally with a copy mechanism), :class:`CausalLM` (decoder-only),
   :class:`MaskedLM` (encoder-only) and :func:`mask_tokens`.
+* :mod:`graphattn.models.classifier`: :class:`SequenceClassifier` (encoder + pooling + head, one
+  label per sequence).
 * :mod:`graphattn.models.graph_transformer`: :class:`GraphTransformer` (GPS-style: attention over
   bonds + attention within each molecule + feed-forward; atom/bond embeddings, graph positional
   encodings, pooling, graph- or node-level heads) and :class:`GraphTransformerConfig`.
@@ -10,6 +12,7 @@
   embeddings, pooling and heads (:class:`PygGNN`).
 """
 from graphattn.models.baselines import BASELINES, PygGNN, count_parameters
+from graphattn.models.classifier import CLASSIFIER_POOLINGS, SequenceClassifier
 from graphattn.models.graph_transformer import (
     AddGraphPositionalEncoding,
     BondAttention,
@@ -43,6 +46,8 @@ __all__ = [
     "MaskedLM",
     "mask_tokens",
     "POSITIONS",
+    "SequenceClassifier",
+    "CLASSIFIER_POOLINGS",
     # graph transformers
     "GraphTransformerConfig",
     "GraphTransformer",

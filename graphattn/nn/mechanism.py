@@ -31,6 +31,7 @@ __all__ = [
     "SequenceLayout",
     "AttentionMechanism",
     "SoftmaxAttention",
+    "MaterializedSoftmaxAttention",
     "HeadGroups",
     "MechanismSpec",
     "MECHANISM_NAMES",
@@ -164,6 +165,37 @@ class SoftmaxAttention(AttentionMechanism):
         return f"dropout={self.dropout}, backend={self.backend!r}"
 
 
+class MaterializedSoftmaxAttention(AttentionMechanism):
+    """Softmax over every real key computed the textbook way, with the ``[B, H, Lq, Lk]`` score
+    matrix in memory -- the vanilla Transformer of the Long Range Arena's speed and memory
+    tables. Same values as ``"softmax"`` with the ``full`` (or ``causal``) pattern, which runs
+    fused SDPA kernels that never store the scores; use this one only as that baseline.
+
+    Args:
+        dropout: attention dropout (training only).
+    """
+
+    supports_causal = True
+    supports_cross = True
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = float(dropout)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout) -> Tensor:
+        from graphattn.ops.lowrank import softmax_attention
+
+        self.check_inputs(q, k, v, layout)
+        out = softmax_attention(
+            q, k, v, key_mask=layout.key_mask(k.size(1)), causal=layout.causal,
+            dropout=self.dropout if self.training else 0.0,
+        )
+        return out * layout.query_mask(q.size(1))[:, :, None, None].to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}"
+
+
 class HeadGroups(AttentionMechanism):
     """A different mechanism per group of heads: heads are split into ``len(mechanisms)``
     contiguous groups of ``num_heads / len(mechanisms)``; group ``g`` runs ``mechanisms[g]`` on its
@@ -224,6 +256,10 @@ class MechanismDims:
 
 def _softmax(dims: MechanismDims, kwargs: dict[str, Any]) -> AttentionMechanism:
     return SoftmaxAttention(**{"dropout": dims.dropout, "backend": dims.backend, **kwargs})
+
+
+def _materialized(dims: MechanismDims, kwargs: dict[str, Any]) -> AttentionMechanism:
+    return MaterializedSoftmaxAttention(**{"dropout": dims.dropout, **kwargs})
 
 
 def _lsh(dims: MechanismDims, kwargs: dict[str, Any]) -> AttentionMechanism:
@@ -292,6 +328,7 @@ def _synthesizer(dims: MechanismDims, kwargs: dict[str, Any]) -> AttentionMechan
 # sizes (heads, head dims, longest sequence) and attention dropout / backend unless given.
 _FACTORIES: dict[str, Callable[[MechanismDims, dict[str, Any]], AttentionMechanism]] = {
     "softmax": _softmax,
+    "materialized_softmax": _materialized,
     "lsh": _lsh,
     "routing": _routing,
     "sinkhorn": _sinkhorn,
