@@ -161,3 +161,25 @@ def test_embed() -> None:
     assert torch.equal(big.to_dense(), expected)
     with pytest.raises(ValueError, match="Cannot embed"):
         patterns.embed(graph, 2, 3)
+
+
+def test_image_pattern_specs_take_the_width_and_build_for_the_image_size() -> None:
+    from graphattn import patterns
+
+    spec = PatternSpec.parse("grid2d(width=4, radius=1)")
+    assert str(spec) == "grid2d(radius=1, width=4)"
+    assert spec.build(12).to_dense().equal(patterns.grid2d(3, 4, 1).to_dense())
+    axial = PatternSpec.parse("axial(width=3)").build(6)
+    assert axial.to_dense().equal(patterns.axial(2, 3).to_dense())
+    dilated = PatternSpec.parse("dilated2d(width=4, dilation=2)").build(16)
+    assert dilated.to_dense().equal(patterns.dilated2d(4, 4, 1, 2).to_dense())
+    causal = PatternSpec.parse("grid2d(width=4, causal=True)").build(8).to_dense()
+    assert not causal.triu(1).any()
+    with pytest.raises(ValueError, match="not a whole number of rows of width=5"):
+        spec.__class__.parse("grid2d(width=5)").build(12)
+
+
+def test_is_causal_works_for_image_patterns() -> None:
+    assert PatternSpec.parse("grid2d(width=5, causal=True)").is_causal
+    assert not PatternSpec.parse("grid2d(width=5)").is_causal
+    assert not PatternSpec.parse("union(axial(width=6), grid2d(width=6))").is_causal

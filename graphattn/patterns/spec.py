@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from graphattn.graph import AttentionGraph
-from graphattn.patterns import combine, sequence
+from graphattn.patterns import combine, image, sequence
 
 __all__ = ["PatternSpec", "as_pattern_spec", "embed", "sequence_batch", "gather_rows", "PATTERN_NAMES"]
 
@@ -53,6 +53,17 @@ def _square(name: str, nq: int, nk: int) -> int:
             f"{nq} queries and {nk} keys; use 'full' or 'random' for cross attention"
         )
     return nq
+
+
+def _image_height(name: str, nq: int, nk: int, width: int) -> int:
+    """Rows of an image of ``nq`` pixels laid out row-major in ``width`` columns."""
+    n = _square(name, nq, nk)
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0 or n % width:
+        raise ValueError(
+            f"Pattern '{name}' needs the image width: {n} pixels are not a whole number of rows of width={width!r}; "
+            f"give width= such that height * width = {n}"
+        )
+    return n // width
 
 
 def _causal_or_intersect(graph: AttentionGraph, causal: bool) -> AttentionGraph:
@@ -88,6 +99,16 @@ _BUILDERS: dict[str, Callable[..., AttentionGraph]] = {
     ),
     "random": lambda nq, nk, device, k, seed=0, causal=False: sequence.random(
         nq, k if causal else min(k, nk), seed, num_keys=nk, causal=causal, device=device
+    ),
+    # images: nodes are the pixels row-major; the spec gives the width, the height follows from n
+    "grid2d": lambda nq, nk, device, width, radius=1, metric="chebyshev", causal=False: image.grid2d(
+        _image_height("grid2d", nq, nk, width), width, radius, metric, causal=causal, device=device
+    ),
+    "dilated2d": lambda nq, nk, device, width, radius=1, dilation=2, metric="chebyshev", causal=False: image.dilated2d(
+        _image_height("dilated2d", nq, nk, width), width, radius, dilation, metric, causal=causal, device=device
+    ),
+    "axial": lambda nq, nk, device, width, axis="both", causal=False: _causal_or_intersect(
+        image.axial(_image_height("axial", nq, nk, width), width, axis, device=device), causal
     ),
     "global_tokens": lambda nq, nk, device, positions, causal=False: _causal_or_intersect(
         sequence.global_tokens(_square("global_tokens", nq, nk), [p for p in positions if p < nq], device=device),
@@ -211,8 +232,8 @@ class PatternSpec:
     @property
     def is_causal(self) -> bool:
         """Whether every graph this spec builds lets query ``i`` attend only keys ``j <= i``
-        (checked on a small example and a longer one)."""
-        return all(_is_lower_triangular(self.build(n)) for n in (7, 64))
+        (checked on a small example and a longer one; image patterns on 1 and 3 rows)."""
+        return _spec_is_causal(self)
 
     def __str__(self) -> str:
         inner = [str(part) for part in self.parts] + [f"{k}={v!r}" for k, v in self.kwargs]
@@ -244,6 +265,30 @@ def _build_cached(spec: PatternSpec, num_queries: int, num_keys: int, device: to
         return _BUILDERS[spec.name](num_queries, num_keys, device, **dict(spec.kwargs))
     except TypeError as error:
         raise TypeError(f"Could not build pattern {str(spec)!r} for {num_queries}x{num_keys}: {error}") from None
+
+
+def _widths(spec: PatternSpec) -> set[int]:
+    found = {value for key, value in spec.kwargs if key == "width" and isinstance(value, int) and value > 0}
+    for part in spec.parts:
+        found |= _widths(part)
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_is_causal(spec: PatternSpec) -> bool:
+    sizes = [7, 64] + [w * rows for w in sorted(_widths(spec)) for rows in (1, 3)]
+    checked = False
+    for n in sizes:
+        try:
+            graph = spec.build(n)
+        except ValueError:  # e.g. an image pattern on a size that is not whole rows
+            continue
+        checked = True
+        if not _is_lower_triangular(graph):
+            return False
+    if not checked:
+        raise ValueError(f"Could not build pattern {spec} on any of the sizes {sizes} to check whether it is causal")
+    return True
 
 
 def _is_lower_triangular(graph: AttentionGraph) -> bool:
