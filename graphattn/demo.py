@@ -34,6 +34,7 @@ from torch import Tensor
 
 import graphattn
 from graphattn import patterns
+from graphattn._argtypes import positive_int as _positive_int
 from graphattn.graph import AttentionGraph
 
 __all__ = ["DemoConfig", "PatternResult", "demo_patterns", "run_demo", "add_subcommand"]
@@ -354,14 +355,6 @@ def _plot(path: Path, config: DemoConfig) -> None:
 
 
 # ---------------------------------------------------------------------------- command line
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_subcommand(subparsers) -> None:

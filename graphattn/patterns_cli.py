@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
+
+from graphattn._argtypes import positive_float as _positive_float
+from graphattn._argtypes import positive_int as _positive_int
 
 __all__ = ["add_subcommand", "default_ewt_path"]
 
@@ -58,24 +60,8 @@ def default_ewt_path() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "ud_english_ewt"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_subcommand(subparsers: Any) -> None:

@@ -65,6 +65,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphattn._argtypes import non_negative_int as _non_negative_int
+from graphattn._argtypes import positive_float as _positive_float
+from graphattn._argtypes import positive_int as _positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch_geometric.data import Data
 
@@ -1025,34 +1029,10 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_subcommand(subparsers: Any) -> None:

@@ -16,7 +16,6 @@ rows come out as zeros.
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from graphattn._callspec import Call, format_call, parse_call
 from graphattn.graph import AttentionGraph
 from graphattn.ops import attention
 
@@ -376,31 +376,12 @@ class MechanismSpec:
     @classmethod
     def parse(cls, text: str) -> "MechanismSpec":
         """Parse ``"name"``, ``"name(key=value, ...)"`` or ``"heads(a, b(...), ...)"``."""
-        if not isinstance(text, str):
-            raise TypeError(f"Expected a mechanism string like 'linear' or 'lsh(num_buckets=8)', got {type(text).__name__}")
-        try:
-            tree = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError as error:
-            raise ValueError(f"Could not parse attention mechanism {text!r} ({error.msg}); expected e.g. 'softmax' or "
-                             "'performer(num_features=128)'") from None
-        return cls._from_ast(tree, text)
+        return cls._from_call(parse_call(text, "attention mechanism", "'softmax' or 'performer(num_features=128)'"))
 
     @classmethod
-    def _from_ast(cls, node: ast.AST, text: str) -> "MechanismSpec":
-        if isinstance(node, ast.Name):
-            return cls(node.id)
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-            raise ValueError(f"Could not parse attention mechanism {text!r}: expected name(...) calls, found {ast.unparse(node)!r}")
-        kwargs = []
-        for keyword in node.keywords:
-            if keyword.arg is None:
-                raise ValueError(f"Could not parse attention mechanism {text!r}: '**' arguments are not allowed")
-            try:
-                kwargs.append((keyword.arg, ast.literal_eval(keyword.value)))
-            except ValueError:
-                raise ValueError(f"Could not parse attention mechanism {text!r}: the value of '{keyword.arg}' must be "
-                                 f"a literal, got {ast.unparse(keyword.value)!r}") from None
-        return cls(node.func.id, tuple(kwargs), tuple(cls._from_ast(arg, text) for arg in node.args))
+    def _from_call(cls, call: Call) -> "MechanismSpec":
+        name, kwargs, parts = call
+        return cls(name, kwargs, tuple(cls._from_call(part) for part in parts))
 
     @property
     def is_softmax(self) -> bool:
@@ -426,8 +407,7 @@ class MechanismSpec:
             raise ValueError(f"Could not build attention mechanism {self}: {error}") from None
 
     def __str__(self) -> str:
-        inner = [str(part) for part in self.parts] + [f"{k}={v!r}" for k, v in self.kwargs]
-        return f"{self.name}({', '.join(inner)})" if inner else self.name
+        return format_call(self.name, self.kwargs, tuple(str(part) for part in self.parts), bare=True)
 
     def __repr__(self) -> str:
         return f"MechanismSpec({str(self)!r})"

@@ -32,7 +32,6 @@ Example:
 """
 from __future__ import annotations
 
-import ast
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -40,6 +39,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from graphattn._callspec import Call, format_call, parse_call
 from graphattn.graph import AttentionGraph
 from graphattn.patterns import combine, image, sequence
 
@@ -185,36 +185,13 @@ class PatternSpec:
 
         Values are Python literals (numbers, booleans, None, tuples/lists of them).
         """
-        if not isinstance(text, str):
-            raise TypeError(f"Expected a pattern string like 'local(window=8)', got {type(text).__name__}")
-        try:
-            tree = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError as error:
-            raise ValueError(
-                f"Could not parse pattern {text!r} ({error.msg}); expected e.g. 'causal', "
-                f"'local(window=8, causal=True)' or 'union(local(window=2), global_tokens(positions=(0,)))'"
-            ) from None
-        return cls._from_ast(tree, text)
+        examples = "'causal', 'local(window=8, causal=True)' or 'union(local(window=2), global_tokens(positions=(0,)))'"
+        return cls._from_call(parse_call(text, "pattern", examples))
 
     @classmethod
-    def _from_ast(cls, node: ast.AST, text: str) -> "PatternSpec":
-        if isinstance(node, ast.Name):
-            return cls(node.id)
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-            raise ValueError(f"Could not parse pattern {text!r}: expected name(...) calls, found {ast.unparse(node)!r}")
-        parts = tuple(cls._from_ast(arg, text) for arg in node.args)
-        kwargs = []
-        for keyword in node.keywords:
-            if keyword.arg is None:
-                raise ValueError(f"Could not parse pattern {text!r}: '**' arguments are not allowed")
-            try:
-                kwargs.append((keyword.arg, ast.literal_eval(keyword.value)))
-            except ValueError:
-                raise ValueError(
-                    f"Could not parse pattern {text!r}: the value of '{keyword.arg}' must be a literal "
-                    f"(number, bool, None, tuple), got {ast.unparse(keyword.value)!r}"
-                ) from None
-        return cls(node.func.id, tuple(kwargs), parts)
+    def _from_call(cls, call: Call) -> "PatternSpec":
+        name, kwargs, parts = call
+        return cls(name, kwargs, tuple(cls._from_call(part) for part in parts))
 
     # ------------------------------------------------------------------ use
     def build(
@@ -236,8 +213,7 @@ class PatternSpec:
         return _spec_is_causal(self)
 
     def __str__(self) -> str:
-        inner = [str(part) for part in self.parts] + [f"{k}={v!r}" for k, v in self.kwargs]
-        return f"{self.name}({', '.join(inner)})"
+        return format_call(self.name, self.kwargs, tuple(str(part) for part in self.parts))
 
     def __repr__(self) -> str:
         return f"PatternSpec({str(self)!r})"
