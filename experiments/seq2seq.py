@@ -4,6 +4,10 @@ Tasks (graphattn.data.algorithmic): copy, reverse, sort and multi-digit addition
 lengths 20-40 (20 symbols; addition: 10 digits and '+', least significant digit first), each
 trained from scratch with full, local and BigBird self-attention (encoder and decoder; the
 cross-attention is full), plus copy with unknown words with and without the copy mechanism.
+Source position ids (``EncoderDecoder``'s ``source_positions``) carry each task's structure:
+addition gives every digit its place value (Abacus embeddings), sort gives every token the
+same position (the encoder sees a set); ``--addition-positions plain`` / ``--sort-positions
+plain`` run the usual ``0..S-1`` for comparison.
 
 For every run: train with graphattn.train.fit on freshly generated examples until the greedy
 exact match on a validation set has been 100% at three validations in a row, or the time budget
