@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import graphattn
+from graphattn.compare import machine_info
 from graphattn.data.molecule_datasets import load_zinc12k, scaffold_split, zinc12k_split
 from graphattn.models import (
     AddGraphPositionalEncoding,
@@ -160,22 +161,6 @@ def shared_data_dir(given: Path | None) -> Path:
         f"Expected the shared data folder (with molecules/) at {', '.join(str(c) for c in candidates if c)}, found "
         f"none; pass --data-dir or set GRAPHATTN_SHARED_DATA"
     )
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-    }
 
 
 def library_versions() -> dict[str, str]:

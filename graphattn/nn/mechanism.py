@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from graphattn._callspec import Call, format_call, parse_call
 from graphattn.graph import AttentionGraph
 from graphattn.ops import attention
+from graphattn.ops.lowrank import _check_attention_inputs, softmax_attention
 
 __all__ = [
     "SequenceLayout",
@@ -98,15 +99,7 @@ class AttentionMechanism(nn.Module):
     def check_inputs(self, q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout) -> None:
         """Shape and capability checks every subclass runs first; raises ValueError naming the problem."""
         name = type(self).__name__
-        for label, t in (("q", q), ("k", k), ("v", v)):
-            if not isinstance(t, Tensor) or t.dim() != 4:
-                got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name}: expected '{label}' of shape [B, L, H, D], got {got}")
-        if q.size(0) != k.size(0) or k.shape[:3] != v.shape[:3] or q.size(2) != k.size(2) or q.size(3) != k.size(3):
-            raise ValueError(
-                f"{name}: expected q [B, Lq, H, D], k [B, Lk, H, D], v [B, Lk, H, Dv], got "
-                f"{list(q.shape)}, {list(k.shape)}, {list(v.shape)}"
-            )
+        _check_attention_inputs(q, k, v, None, name)  # the padded [B, L, H, D] layout's shape rules
         if layout.query_lengths.shape != (q.size(0),) or layout.key_lengths.shape != (q.size(0),):
             raise ValueError(
                 f"{name}: expected query_lengths and key_lengths of shape [B] = [{q.size(0)}], got "
@@ -183,8 +176,6 @@ class MaterializedSoftmaxAttention(AttentionMechanism):
         self.dropout = float(dropout)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, layout: SequenceLayout) -> Tensor:
-        from graphattn.ops.lowrank import softmax_attention
-
         self.check_inputs(q, k, v, layout)
         out = softmax_attention(
             q, k, v, key_mask=layout.key_mask(k.size(1)), causal=layout.causal,
