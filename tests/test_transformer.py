@@ -439,7 +439,7 @@ def test_source_position_ids_in_training_and_cached_decoding(generator) -> None:
 def test_source_position_ids_errors(generator) -> None:
     src = right_padded([4, 2], 23, generator)
     model = EncoderDecoder(small_config(position="learned", max_positions=8))
-    with pytest.raises(ValueError, match=r"integer tensor of the ids' shape \[2, 4\]"):
+    with pytest.raises(ValueError, match=r"integer tensor of the inputs' shape \[2, 4\]"):
         model(src, src, source_positions=torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"integer tensor"):
         model(src, src, source_positions=torch.zeros(2, 4))
@@ -447,5 +447,123 @@ def test_source_position_ids_errors(generator) -> None:
         model(src, src, source_positions=torch.full((2, 4), 8))
     with pytest.raises(ValueError, match="either in the src pair or as source_positions"):
         model((src, torch.zeros_like(src)), src, source_positions=torch.zeros_like(src))
-    with pytest.raises(TypeError, match="source ids \\[B, S\\] or a pair"):
+    with pytest.raises(TypeError, match=r"source ids \[B, S\] \(or Vectors\), or a pair"):
         model.start_decoding([src], max_new_tokens=2)
+
+
+# ---------------------------------------------------------------------- vector inputs
+def vector_batch(lengths: list[int], features: int, generator: torch.Generator, dtype=DTYPE) -> "Vectors":
+    from graphattn.models import Vectors
+
+    values = torch.randn(len(lengths), max(lengths), features, generator=generator, dtype=dtype)
+    return Vectors(values, torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("position", ["sinusoidal", "learned", "rotary", "relative"])
+def test_encoder_reads_vectors_like_a_manual_projection(position: str, generator) -> None:
+    """The vector encoder is a Linear in place of the token embedding: equal to running the
+    stack on the projected vectors, and each row is independent of its batch's padding."""
+    config = small_config(input_features=5, position=position, max_positions=16, encoder_pattern="local(window=2)")
+    encoder = Encoder(config).to(DTYPE)
+    randomize(encoder, generator)
+    encoder.eval()
+    inputs = vector_batch([6, 3, 1], 5, generator)
+    hidden, lengths = encoder.encode(inputs)
+    assert hidden.shape == (3, 6, 16) and lengths.tolist() == [6, 3, 1]
+    # by hand: project, add positions, run the stack
+    x = encoder.embedding.project(inputs.features)
+    if encoder.embedding.positions is not None:
+        x = x + encoder.embedding.positions(torch.arange(6).expand(3, 6)).to(DTYPE)
+    contexts = encoder.stack.full_contexts(lengths, 6, torch.arange(6).repeat(3))
+    manual = encoder.stack(x.reshape(18, -1), contexts).view(3, 6, -1)
+    for row, length in enumerate([6, 3, 1]):
+        torch.testing.assert_close(hidden[row, :length], manual[row, :length])
+        # alone, without padding, and with garbage in the padded slots of the batch
+        alone = encoder(inputs.features[row:row + 1, :length])
+        torch.testing.assert_close(hidden[row, :length], alone[0])
+    noisy = inputs.features.clone()
+    noisy[1, 3:] = 1e6
+    from graphattn.models import Vectors
+
+    torch.testing.assert_close(encoder(Vectors(noisy, inputs.lengths))[1, :3], hidden[1, :3])
+    # gradients reach the projection
+    encoder(inputs)[0, :6].sum().backward()
+    assert encoder.embedding.project.weight.grad.abs().sum() > 0
+
+
+def test_vector_inputs_errors(generator) -> None:
+    from graphattn.models import SequenceClassifier, Vectors
+
+    encoder = Encoder(small_config(input_features=4))
+    with pytest.raises(ValueError, match=r"4 features per vector"):
+        encoder(torch.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match=r"every length in \[1, 3\]"):
+        encoder(Vectors(torch.zeros(2, 3, 4), torch.tensor([3, 0])))
+    with pytest.raises(ValueError, match=r"every length in \[1, 3\]"):
+        encoder(Vectors(torch.zeros(2, 3, 4), torch.tensor([4, 1])))
+    with pytest.raises(ValueError, match=r"lengths as an integer tensor \[B\]"):
+        encoder(Vectors(torch.zeros(2, 3, 4), torch.tensor([3.0, 1.0])))
+    with pytest.raises(TypeError, match=r"reads vectors .* got token ids"):
+        encoder(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"set input_features"):
+        Encoder(small_config())(Vectors(torch.zeros(1, 2, 4), torch.tensor([2])))
+    with pytest.raises(ValueError, match=r"copy=True needs source token ids"):
+        small_config(input_features=4, copy=True)
+    with pytest.raises(ValueError, match=r"CausalLM predicts its own input tokens"):
+        CausalLM(small_config(input_features=4))
+    with pytest.raises(ValueError, match=r"positions as an integer tensor of the inputs' shape \[2, 3\]"):
+        encoder(Vectors(torch.zeros(2, 3, 4), torch.tensor([3, 1])), positions=torch.zeros(2, 2, dtype=torch.long))
+    # the classifier takes vectors through its encoder
+    classifier = SequenceClassifier(small_config(input_features=4), 3)
+    assert classifier(Vectors(torch.zeros(2, 3, 4), torch.tensor([3, 1]))).shape == (2, 3)
+
+
+def test_encoder_decoder_reads_vectors_and_generates(generator) -> None:
+    """Speech-style seq2seq: vectors in, tokens out; cached decoding == recomputation and
+    every row decodes as it would alone."""
+    from graphattn.decoding import generate
+
+    config = small_config(input_features=3, encoder_pattern="local(window=2)")
+    model = EncoderDecoder(config).to(DTYPE)
+    randomize(model, generator)
+    model.eval()
+    inputs = vector_batch([7, 4, 2], 3, generator)
+    tokens, cached = greedy_with_cache(model, inputs, 6)
+    tgt_in = torch.cat([torch.full((3, 1), config.bos_id), tokens[:, :-1]], 1)
+    tgt_in = torch.where(tgt_in == config.pad_id, config.unk_id, tgt_in)
+    torch.testing.assert_close(cached, model(inputs, tgt_in), rtol=1e-5, atol=1e-5)
+    batched = generate(model, inputs, max_new_tokens=5, num_beams=2)
+    from graphattn.models import Vectors
+
+    for row, length in enumerate([7, 4, 2]):
+        alone = generate(model, Vectors(inputs.features[row:row + 1, :length], torch.tensor([length])),
+                         max_new_tokens=5, num_beams=2)
+        assert torch.equal(batched.sequences[row, :alone.sequences.size(1)], alone.sequences[0])
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_attention_weights_per_layer(norm_first: bool, generator) -> None:
+    config = small_config(norm_first=norm_first, encoder_pattern="local(window=1)", position="rotary")
+    encoder = Encoder(config).to(DTYPE)
+    randomize(encoder, generator)
+    ids = right_padded([5, 3], 23, generator)
+    maps = encoder.attention_weights(ids)
+    assert len(maps) == config.num_layers
+    for graph, weights in maps:
+        assert weights.shape == (graph.num_edges, config.num_heads)
+        sums = torch.zeros(graph.num_queries, config.num_heads, dtype=DTYPE).index_add_(0, graph.row, weights)
+        real = sums[graph.degrees > 0]
+        torch.testing.assert_close(real, torch.ones_like(real))
+    # layer 0 by hand: dense softmax of the pre-norm (or raw) input over the window
+    graph, weights = maps[0]
+    x = encoder.embedding(ids, torch.arange(5).expand(2, 5)).reshape(10, -1)
+    layer = encoder.stack.layers[0]
+    h = layer.norm1(x) if norm_first else x
+    q, k, _ = layer.self_attn.project(h, h, h)
+    positions = torch.arange(5).repeat(2)
+    q, k = encoder.stack.rotary(q, positions), encoder.stack.rotary(k, positions)
+    scores = torch.einsum("nhd,mhd->nmh", q, k) / math.sqrt(q.size(-1))
+    allowed = torch.zeros(10, 10, dtype=torch.bool)
+    allowed[graph.row, graph.col] = True
+    dense = scores.masked_fill(~allowed[..., None], float("-inf")).softmax(1)
+    torch.testing.assert_close(weights, dense[graph.row, graph.col])

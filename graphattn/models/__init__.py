@@ -32,12 +32,14 @@ from graphattn.models.transformer import (
     EncoderDecoder,
     MaskedLM,
     TransformerConfig,
+    Vectors,
     mask_tokens,
 )
 
 __all__ = [
     # sequence Transformers
     "TransformerConfig",
+    "Vectors",
     "Encoder",
     "Decoder",
     "DecoderPass",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from graphattn.models.transformer import Encoder, TransformerConfig
+from graphattn.models.transformer import Encoder, TransformerConfig, Vectors
 
 __all__ = ["SequenceClassifier", "CLASSIFIER_POOLINGS"]
 
@@ -31,7 +31,8 @@ CLASSIFIER_POOLINGS = ("mean", "cls", "max")
 
 
 class SequenceClassifier(nn.Module):
-    """Encoder + pooling over the real tokens + an MLP head: token ids ``[B, L]`` -> logits ``[B, C]``.
+    """Encoder + pooling over the real tokens + an MLP head: token ids ``[B, L]`` (or vectors)
+    -> logits ``[B, C]``.
 
     Pooling (padded slots never count):
 
@@ -57,7 +58,8 @@ class SequenceClassifier(nn.Module):
 
     Shapes:
         ``forward(ids [B, L]) -> [B, C]`` (int64 ids right-padded with ``config.pad_id``, every
-        row at least one real token); :meth:`pool` ``(hidden [B, L, E], lengths [B]) -> [B, E]``.
+        row at least one real token), or ``forward(Vectors(features [B, L, F], lengths [B]))``
+        when ``config.input_features = F``; :meth:`pool` ``(hidden [B, L, E], lengths [B]) -> [B, E]``.
 
     Example:
         >>> config = TransformerConfig(vocab_size=16, d_model=16, num_heads=2, num_layers=1,
@@ -106,9 +108,11 @@ class SequenceClassifier(nn.Module):
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """``ids`` ``[B, L]`` right-padded token ids -> logits ``[B, C]``."""
-        hidden, lengths = self.encoder.encode(ids)  # [B, L, E], [B]
+    def forward(self, inputs: Tensor | Vectors) -> Tensor:
+        """``inputs`` -- ``[B, L]`` right-padded token ids, or :class:`~graphattn.models.Vectors`
+        ``(features [B, L, F], lengths [B])`` with ``config.input_features = F`` (speech frames,
+        pixels) -- -> logits ``[B, C]``."""
+        hidden, lengths = self.encoder.encode(inputs)  # [B, L, E], [B]
         return self.head(self.pool(hidden, lengths))  # [B, C]
 
     def pool(self, hidden: Tensor, lengths: Tensor) -> Tensor:

@@ -4,7 +4,9 @@ One config, :class:`TransformerConfig`, describes every model here; each model r
 fields it needs:
 
 * :class:`Encoder` -- ``N x (self-attention + feed-forward)``; token ids ``[B, L]`` -> hidden
-  states ``[B, L, E]``.
+  states ``[B, L, E]``. With ``input_features=F`` it reads vectors instead of ids --
+  :class:`Vectors` ``(features [B, L, F], lengths [B])``: speech frames, pixels, precomputed
+  word features -- through a linear map to ``E``.
 * :class:`Decoder` -- ``N x (causal self-attention + cross-attention + feed-forward)`` and the
   output layer; ``(tgt_in [B, T], memory [B, S, E]) -> logits [B, T, V]``.
 * :class:`EncoderDecoder` -- encoder + decoder with cross-attention; ``forward(src, tgt_in)`` ->
@@ -39,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +63,7 @@ from graphattn.patterns.spec import PatternSpec, as_pattern_spec, embed, gather_
 
 __all__ = [
     "TransformerConfig",
+    "Vectors",
     "Encoder",
     "Decoder",
     "DecoderPass",
@@ -107,6 +110,10 @@ class TransformerConfig:
     Attributes:
         vocab_size: target (or only) vocabulary size ``V``; ids ``0 .. V-1``.
         source_vocab_size: encoder vocabulary of :class:`EncoderDecoder` (default ``vocab_size``).
+        input_features: ``F``: the encoder (of :class:`Encoder`, :class:`EncoderDecoder` and the
+            models built on the encoder) reads :class:`Vectors` of ``F`` values per node instead
+            of token ids -- speech frames, pixels -- through ``Linear(F, E)`` in place of the
+            token embedding (positions are added as for ids). ``None``: token ids.
         d_model: ``E``.
         num_heads: ``H``.
         num_layers: encoder layers (and decoder layers of a decoder-only model).
@@ -146,6 +153,7 @@ class TransformerConfig:
 
     vocab_size: int
     source_vocab_size: int | None = None
+    input_features: int | None = None
     d_model: int = 256
     num_heads: int = 4
     num_layers: int = 3
@@ -182,7 +190,7 @@ class TransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Expected '{name}' to be a positive int, got {value!r}")
-        for name in ("source_vocab_size", "num_decoder_layers", "ff_dim"):
+        for name in ("source_vocab_size", "input_features", "num_decoder_layers", "ff_dim"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"Expected '{name}' to be None or a positive int, got {value!r}")
@@ -204,6 +212,12 @@ class TransformerConfig:
         for name, value in specials.items():
             if not 0 <= value < min(self.vocab_size, self.source_vocab_size or self.vocab_size):
                 raise ValueError(f"Expected {name} in [0, vocab_size), got {value} (vocab_size = {self.vocab_size})")
+        if self.input_features is not None and (self.copy or self.share_embeddings):
+            option = "copy" if self.copy else "share_embeddings"
+            raise ValueError(
+                f"{option}=True needs source token ids, but input_features={self.input_features} makes the "
+                f"encoder read vectors; set {option}=False or input_features=None"
+            )
         if self.share_embeddings and self.source_vocab_size not in (None, self.vocab_size):
             raise ValueError(
                 "share_embeddings=True needs one vocabulary: source_vocab_size must be None or "
@@ -339,6 +353,73 @@ class _Embedding(nn.Module):
     def forward(self, ids: Tensor, positions: Tensor) -> Tensor:
         """``ids`` ``[...]``, ``positions`` ``[...]`` -> ``[..., E]``."""
         x = self.tokens(ids) * self.scale
+        if self.positions is not None:
+            x = x + self.positions(positions).to(x.dtype)
+        return self.dropout(x)
+
+
+class Vectors(NamedTuple):
+    """A batch of right-padded vector sequences, the input of an encoder with ``input_features``:
+    ``features`` float ``[B, L, F]`` (node ``b * L + i`` is ``features[b, i]``; values at padded
+    slots are ignored) and ``lengths`` int ``[B]`` (real vectors per row, ``1 <= lengths <= L``).
+
+    Example:
+        >>> Vectors(torch.zeros(2, 5, 3), torch.tensor([5, 2])).features.shape
+        torch.Size([2, 5, 3])
+    """
+
+    features: Tensor
+    lengths: Tensor
+
+
+def _check_vectors(inputs: Vectors | Tensor, num_features: int) -> tuple[Tensor, Tensor]:
+    """``(features [B, L, F] with padded slots zeroed, lengths [B] int64)``; a bare float tensor
+    ``[B, L, F]`` is a batch of full rows."""
+    if isinstance(inputs, Tensor):
+        features, lengths = inputs, None
+    else:
+        features, lengths = inputs
+    if not isinstance(features, Tensor) or features.dim() != 3 or not features.dtype.is_floating_point:
+        got = f"{features.dtype} {list(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"Expected vector features as a float tensor [B, L, F], got {got}")
+    batch, slots, width = features.shape
+    if width != num_features:
+        raise ValueError(
+            f"Expected {num_features} features per vector (config.input_features), got {width} "
+            f"(features {list(features.shape)})"
+        )
+    if lengths is None:
+        lengths = torch.full((batch,), slots, dtype=torch.long, device=features.device)
+    if not isinstance(lengths, Tensor) or lengths.shape != (batch,) or lengths.dtype.is_floating_point:
+        got = f"{lengths.dtype} {list(lengths.shape)}" if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ValueError(f"Expected lengths as an integer tensor [B] with B = {batch}, got {got}")
+    lengths = lengths.to(device=features.device, dtype=torch.long)
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > slots):
+        raise ValueError(
+            f"Expected every length in [1, {slots}] (L = features.size(1)), got values in "
+            f"[{int(lengths.min())}, {int(lengths.max())}]; drop empty sequences from the batch"
+        )
+    real = torch.arange(slots, device=features.device) < lengths[:, None]  # [B, L]
+    return features.masked_fill(~real[..., None], 0.0), lengths
+
+
+class _VectorEmbedding(nn.Module):
+    """``Linear(F, E)`` of input vectors + absolute positions + dropout (the token embedding of an
+    encoder that reads :class:`Vectors`)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.project = nn.Linear(config.input_features, config.d_model)
+        self.positions: nn.Module | None = None
+        if config.position == "sinusoidal":
+            self.positions = SinusoidalPositionalEmbedding(config.d_model)
+        elif config.position == "learned":
+            self.positions = LearnedPositionalEmbedding(config.max_positions, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, features: Tensor, positions: Tensor) -> Tensor:
+        """``features`` ``[..., F]``, ``positions`` ``[...]`` -> ``[..., E]``."""
+        x = self.project(features)
         if self.positions is not None:
             x = x + self.positions(positions).to(x.dtype)
         return self.dropout(x)
@@ -529,12 +610,13 @@ def _output_layer(config: TransformerConfig, embedding: nn.Embedding) -> nn.Line
 
 # ---------------------------------------------------------------------- models
 class Encoder(nn.Module):
-    """Token ids ``[B, L]`` -> hidden states ``[B, L, E]`` through ``num_layers`` blocks with the
-    ``encoder_pattern`` self-attention (bidirectional positions).
+    """Token ids ``[B, L]`` -- or, with ``config.input_features``, :class:`Vectors` -- -> hidden
+    states ``[B, L, E]`` through ``num_layers`` blocks with the ``encoder_pattern``
+    self-attention (bidirectional positions).
 
     Args:
         config: the model config (reads ``source_vocab_size`` when ``source=True``, else
-            ``vocab_size``).
+            ``vocab_size``; ``input_features`` for vector inputs).
         source: embed with the source vocabulary (the encoder of an encoder-decoder).
         embedding: an existing token embedding to share.
     """
@@ -543,49 +625,100 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.vocab_size = (config.source_vocab_size or config.vocab_size) if source else config.vocab_size
-        self.embedding = _Embedding(config, self.vocab_size, embedding)
+        if config.input_features is not None:
+            if embedding is not None:
+                raise ValueError("An encoder that reads vectors (input_features) has no token embedding to share")
+            self.embedding: nn.Module = _VectorEmbedding(config)
+        else:
+            self.embedding = _Embedding(config, self.vocab_size, embedding)
         self.stack = _Stack(
             config, config.layer_patterns("encoder", config.num_layers), cross=False, bidirectional=True,
             mechanisms=config.layer_attention("encoder", config.num_layers),
         )
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
-        """``ids`` ``[B, L]`` int64, right-padded with ``pad_id`` -> ``[B, L, E]`` (rows at padded
-        slots are not meaningful); ``positions``: optional position ids, see :meth:`encode`."""
-        return self.encode(ids, positions=positions)[0]
+    @property
+    def reads_vectors(self) -> bool:
+        """True when the inputs are :class:`Vectors` (``config.input_features`` is set)."""
+        return self.config.input_features is not None
+
+    def forward(self, inputs: Tensor | Vectors, positions: Tensor | None = None) -> Tensor:
+        """``inputs`` -- ids ``[B, L]`` int64, right-padded with ``pad_id``, or :class:`Vectors` --
+        -> ``[B, L, E]`` (rows at padded slots are not meaningful); ``positions``: optional
+        position ids, see :meth:`encode`."""
+        return self.encode(inputs, positions=positions)[0]
 
     def encode(
-        self, ids: Tensor, *, positions: Tensor | None = None, unknown_to_unk: bool = False
+        self, inputs: Tensor | Vectors, *, positions: Tensor | None = None, unknown_to_unk: bool = False
     ) -> tuple[Tensor, Tensor]:
-        """``(hidden [B, L, E], lengths [B])``; ids ``>= vocab`` become ``unk_id`` if
-        ``unknown_to_unk`` (the copy mechanism's extended source ids), else raise.
+        """``(hidden [B, L, E], lengths [B])``.
+
+        ``inputs``: token ids ``[B, L]`` right-padded with ``pad_id``; ids ``>= vocab`` become
+        ``unk_id`` if ``unknown_to_unk`` (the copy mechanism's extended source ids), else raise.
+        With ``config.input_features = F``: :class:`Vectors` ``(features [B, L, F], lengths [B])``,
+        or a float tensor ``[B, L, F]`` of full rows.
 
         ``positions``: ``[B, L]`` non-negative int64 position ids (as Hugging Face's
         ``position_ids``), e.g. restarting in every segment or giving each digit its place value
         (Abacus embeddings, McLeish et al. 2024); they replace ``0..L-1`` in the absolute
         embedding, the relative / ALiBi biases and rotary. Values at padded slots are ignored.
         """
-        lengths = _lengths(ids, self.config.pad_id, "ids")
-        if unknown_to_unk:
-            ids = torch.where(ids >= self.vocab_size, self.config.unk_id, ids)
-        _check_ids(ids, self.vocab_size, "ids")
-        batch, length = ids.shape
-        if positions is None:
-            positions = torch.arange(length, device=ids.device).expand(batch, length)
-        else:
-            positions = _check_positions(positions, ids, lengths, self.config)
-        x = self.embedding(ids, positions).reshape(batch * length, -1)
+        x, lengths, positions = self.embed(inputs, positions=positions, unknown_to_unk=unknown_to_unk)
+        batch, length = positions.shape
         contexts = self.stack.full_contexts(lengths, length, positions.reshape(-1))
         return self.stack(x, contexts).view(batch, length, -1), lengths
 
+    def embed(
+        self, inputs: Tensor | Vectors, *, positions: Tensor | None = None, unknown_to_unk: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The embedded inputs as nodes ``[B * L, E]``, ``lengths [B]`` and the position ids
+        ``[B, L]`` (arguments as :meth:`encode`)."""
+        if self.reads_vectors:
+            if isinstance(inputs, Tensor) and not inputs.dtype.is_floating_point:
+                raise TypeError(
+                    f"This encoder reads vectors (input_features={self.config.input_features}), got token ids "
+                    f"{inputs.dtype} {list(inputs.shape)}; pass Vectors(features [B, L, F], lengths [B])"
+                )
+            values, lengths = _check_vectors(inputs, self.config.input_features)
+            batch, length = values.shape[:2]
+        else:
+            if isinstance(inputs, Vectors) or (isinstance(inputs, Tensor) and inputs.dtype.is_floating_point):
+                raise TypeError(
+                    "This encoder reads token ids [B, L]; for vector inputs set input_features in the "
+                    "TransformerConfig"
+                )
+            lengths = _lengths(inputs, self.config.pad_id, "ids")
+            values = torch.where(inputs >= self.vocab_size, self.config.unk_id, inputs) if unknown_to_unk else inputs
+            _check_ids(values, self.vocab_size, "ids")
+            batch, length = values.shape
+        if positions is None:
+            positions = torch.arange(length, device=lengths.device).expand(batch, length)
+        else:
+            positions = _check_positions(positions, lengths, length, self.config)
+        return self.embedding(values, positions).reshape(batch * length, -1), lengths, positions
 
-def _check_positions(positions: Tensor, ids: Tensor, lengths: Tensor, config: TransformerConfig) -> Tensor:
-    """Validated position ids ``[B, L]`` (padded slots set to 0)."""
-    if not isinstance(positions, Tensor) or positions.shape != ids.shape or positions.dtype not in (torch.int32, torch.int64):
+    @torch.no_grad()
+    def attention_weights(self, inputs: Tensor | Vectors, *, positions: Tensor | None = None) -> list[tuple[AttentionGraph, Tensor]]:
+        """The self-attention of every layer, for plots: one ``(graph, weights [num_edges, H])``
+        per layer, the graph over the ``B * L`` nodes (node ``b * L + i``) and each edge's
+        softmax weight per head (every query's weights sum to 1). Softmax layers only."""
+        x, lengths, positions = self.embed(inputs, positions=positions)
+        contexts = self.stack.full_contexts(lengths, positions.size(1), positions.reshape(-1))
+        out = []
+        for layer, context in zip(self.stack.layers, contexts):
+            out.append((context.graph, layer.self_attention_weights(x, context, self.stack.rotary)))
+            x = layer(x, context, rotary=self.stack.rotary)
+        return out
+
+
+def _check_positions(positions: Tensor, lengths: Tensor, slots: int, config: TransformerConfig) -> Tensor:
+    """Validated position ids ``[B, L]`` of sequences of ``lengths`` ``[B]`` in ``L = slots``
+    (padded slots set to 0)."""
+    shape = (lengths.numel(), slots)
+    if not isinstance(positions, Tensor) or tuple(positions.shape) != shape or positions.dtype not in (torch.int32, torch.int64):
         got = f"{positions.dtype} {list(positions.shape)}" if isinstance(positions, Tensor) else type(positions).__name__
-        raise ValueError(f"Expected positions as an integer tensor of the ids' shape {list(ids.shape)}, got {got}")
-    positions = positions.to(device=ids.device, dtype=torch.long)
-    real = torch.arange(ids.size(1), device=ids.device) < lengths[:, None]
+        raise ValueError(f"Expected positions as an integer tensor of the inputs' shape {list(shape)}, got {got}")
+    positions = positions.to(device=lengths.device, dtype=torch.long)
+    real = torch.arange(slots, device=lengths.device) < lengths[:, None]
     positions = torch.where(real, positions, 0)
     low, high = (int(positions.min()), int(positions.max())) if positions.numel() else (0, 0)
     if (low < 0 or (config.position == "learned" and high >= config.max_positions)):
@@ -734,12 +867,13 @@ class EncoderDecoder(nn.Module):
     pad_id = property(lambda self: self.config.pad_id)
 
     # ------------------------------------------------------------------ training
-    def forward(self, src: Tensor | tuple[Tensor, Tensor], tgt_in: Tensor, source_positions: Tensor | None = None) -> Tensor:
+    def forward(self, src: Tensor | Vectors | tuple, tgt_in: Tensor, source_positions: Tensor | None = None) -> Tensor:
         """Teacher-forced scores.
 
         Args:
-            src: ``[B, S]`` source ids (extended ids allowed with ``copy``), right-padded; or
-                the pair ``(source ids, source position ids)`` (as ``generate`` takes it).
+            src: ``[B, S]`` source ids (extended ids allowed with ``copy``), right-padded, or
+                :class:`Vectors` with ``config.input_features``; or the pair ``(source,
+                source position ids)`` (as ``generate`` takes it).
             tgt_in: ``[B, T]`` decoder inputs ``[BOS, y1, ...]``, right-padded.
             source_positions: optional ``[B, S]`` position ids of the source tokens
                 (see :meth:`Encoder.encode`); the decoder's positions stay ``0..T-1``.
@@ -747,13 +881,16 @@ class EncoderDecoder(nn.Module):
         Returns:
             ``[B, T, V]`` logits; with ``copy``, ``[B, T, V_ext]`` log-probabilities.
         """
-        if not isinstance(src, Tensor):
+        if not isinstance(src, (Tensor, Vectors)):
             if source_positions is not None:
                 raise ValueError("Give source position ids either in the src pair or as source_positions, not both")
             src, source_positions = _source_inputs(src)
         memory, source_lengths = self.encoder.encode(src, positions=source_positions, unknown_to_unk=self.config.copy)
-        if tgt_in.dim() != 2 or tgt_in.size(0) != src.size(0):
-            raise ValueError(f"Expected src [B, S] and tgt_in [B, T] with one B, got {list(src.shape)} and {list(tgt_in.shape)}")
+        if tgt_in.dim() != 2 or tgt_in.size(0) != memory.size(0):
+            raise ValueError(
+                f"Expected the source and tgt_in [B, T] with one B, got B = {memory.size(0)} sources and "
+                f"tgt_in {list(tgt_in.shape)}"
+            )
         run = self.decoder.run(tgt_in, memory, source_lengths, unknown_to_unk=self.config.copy)
         scores = self._scores(run.hidden, run.inputs, run.memory, run.cross, src, _extended_size(self.config, src))
         return scores.view(tgt_in.size(0), tgt_in.size(1), -1)
@@ -781,16 +918,18 @@ class EncoderDecoder(nn.Module):
         return torch.logaddexp(F.logsigmoid(gate) + generate, F.logsigmoid(-gate) + copy_log)
 
     # ------------------------------------------------------------------ decoding
-    def start_decoding(self, inputs: Tensor | tuple[Tensor, Tensor], *, max_new_tokens: int) -> DecodingStart:
-        """Encode ``inputs`` -- source ids ``[B, S]``, or ``(source ids, source position ids)``
-        both ``[B, S]`` -- and score the first target token after BOS."""
+    def start_decoding(self, inputs: Tensor | Vectors | tuple, *, max_new_tokens: int) -> DecodingStart:
+        """Encode ``inputs`` -- source ids ``[B, S]`` (or :class:`Vectors` with
+        ``input_features``), or the pair ``(source, source position ids [B, S])`` -- and score
+        the first target token after BOS."""
         src, source_positions = _source_inputs(inputs)
         memory, source_lengths = self.encoder.encode(src, positions=source_positions, unknown_to_unk=self.config.copy)
-        batch, source_slots = src.shape
+        batch, source_slots = memory.shape[:2]
+        device = memory.device
         slots = 1 + max_new_tokens
         state = _DecodingState(
             caches=_new_caches(self.decoder.stack, batch, slots, memory, source_slots),
-            lengths=torch.zeros(batch, dtype=torch.long, device=src.device),
+            lengths=torch.zeros(batch, dtype=torch.long, device=device),
             slots=slots,
             source_lengths=source_lengths,
             source_slots=source_slots,
@@ -798,9 +937,9 @@ class EncoderDecoder(nn.Module):
             output_size=_extended_size(self.config, src),
             memory=memory.reshape(batch * source_slots, -1) if self.config.copy else None,
         )
-        bos = torch.full((batch,), self.config.bos_id, dtype=torch.long, device=src.device)
+        bos = torch.full((batch,), self.config.bos_id, dtype=torch.long, device=device)
         logits = self._step(bos, state, memory.reshape(batch * source_slots, -1))
-        return DecodingStart(logits, state, bos[:, None], torch.ones(batch, dtype=torch.long, device=src.device))
+        return DecodingStart(logits, state, bos[:, None], torch.ones(batch, dtype=torch.long, device=device))
 
     def decode_step(self, tokens: Tensor, state: _DecodingState) -> tuple[Tensor, _DecodingState]:
         """``tokens`` ``[B]`` (the last chosen token of every row) -> scores ``[B, V]`` of the next."""
@@ -847,18 +986,29 @@ class EncoderDecoder(nn.Module):
         return graph
 
 
-def _source_inputs(inputs) -> tuple[Tensor, Tensor | None]:
-    if isinstance(inputs, Tensor):
+def _source_inputs(inputs) -> tuple[Tensor | Vectors, Tensor | None]:
+    if isinstance(inputs, (Tensor, Vectors)):
         return inputs, None
-    if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and all(isinstance(t, Tensor) for t in inputs):
+    if (
+        isinstance(inputs, (tuple, list)) and len(inputs) == 2 and isinstance(inputs[0], (Tensor, Vectors))
+        and isinstance(inputs[1], Tensor)
+    ):
         return inputs[0], inputs[1]
     raise TypeError(
-        "Expected the encoder-decoder's inputs as source ids [B, S] or a pair (source ids [B, S], "
+        "Expected the encoder-decoder's inputs as source ids [B, S] (or Vectors), or a pair (source, "
         f"source position ids [B, S]), got {type(inputs).__name__}"
     )
 
 
-def _extended_size(config: TransformerConfig, src: Tensor) -> int:
+def _needs_token_ids(config: TransformerConfig, model: str) -> None:
+    if config.input_features is not None:
+        raise ValueError(
+            f"{model} predicts its own input tokens, so it reads token ids; input_features="
+            f"{config.input_features} is for encoders of vectors (Encoder, EncoderDecoder, SequenceClassifier)"
+        )
+
+
+def _extended_size(config: TransformerConfig, src: Tensor | Vectors) -> int:
     if not config.copy:
         return config.vocab_size
     return max(config.vocab_size, int(src.max()) + 1 if src.numel() else 0)
@@ -875,6 +1025,7 @@ class CausalLM(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        _needs_token_ids(config, "CausalLM")
         self.config = config
         self.decoder = Decoder(config, config.num_layers, cross=False)
         self.decoder.stack.check_causal("A causal language model")
@@ -946,6 +1097,7 @@ class MaskedLM(nn.Module):
         super().__init__()
         if config.mask_id is None:
             raise ValueError("MaskedLM needs config.mask_id (the [MASK] token id)")
+        _needs_token_ids(config, "MaskedLM")
         self.config = config
         self.encoder = Encoder(config)
         self.transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model))

@@ -340,6 +340,22 @@ class TransformerLayer(nn.Module):
         out, _ = attn.attend(q, k, v, context.graph, context.bias)
         return attn.project_output(out, context.graph)
 
+    def self_attention_weights(self, x: Tensor, context: AttentionContext, rotary: nn.Module | None = None) -> Tensor:
+        """Per-edge self-attention weights ``[E, H]`` of this layer for its input ``x`` ``[N, E]``
+        (the layer normalizes it first when pre-norm, as :meth:`forward` does), e.g. for
+        attention-map plots. Softmax attention over the pattern only."""
+        if self.mechanism is not None:
+            raise ValueError(
+                f"Attention weights per edge exist for softmax attention only; this layer runs "
+                f"{type(self.mechanism).__name__}"
+            )
+        h = self.norm1(x) if self.norm_first else x
+        attn = self.self_attn
+        q, k, v = attn.project(h, h, h)
+        if rotary is not None:
+            q, k = rotary(q, context.positions), rotary(k, context.positions)
+        return attn.attend(q, k, v, context.graph, context.bias, need_weights=True)[1]
+
     def cross_attention_weights(self, h: Tensor, memory: Tensor, context: AttentionContext) -> Tensor:
         """Per-edge cross-attention weights ``[E, H]`` for inputs ``h`` (already normalized as the
         layer would), e.g. for alignment plots."""
