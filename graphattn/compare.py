@@ -62,7 +62,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from graphattn.data.lra import PaddedBatch, SequenceClassificationData, collate
 from graphattn.models.classifier import CLASSIFIER_POOLINGS, SequenceClassifier
 from graphattn.models.transformer import TransformerConfig
-from graphattn.train import Callback, TrainConfig, TrainState, fit, make_optimizer
+from graphattn.train import Callback, LengthBuckets, TrainConfig, TrainState, fit, make_optimizer
 
 __all__ = [
     # variants
@@ -953,33 +953,6 @@ class TrainResult:
     settings: dict[str, Any]
 
 
-class _LengthBuckets:
-    """Map-style dataset of fixed training batches of similar lengths (less padding): the
-    examples in a random order, cut into pools of ``pool`` batches, each pool sorted by length
-    and cut into batches. :func:`fit` (``batch_size=1``) shuffles the batches every epoch."""
-
-    def __init__(self, data: SequenceClassificationData, batch_size: int, seed: int, pool: int = 50) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(data), generator=generator)
-        lengths = data.lengths()
-        self.data = data
-        self.batches: list[list[int]] = []
-        for start in range(0, len(order), pool * batch_size):
-            chunk = order[start:start + pool * batch_size]
-            chunk = chunk[torch.argsort(lengths[chunk], stable=True)].tolist()
-            self.batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int) -> list:
-        return [self.data[i] for i in self.batches[index]]
-
-
-def _collate_prebatched(items: list[list]) -> PaddedBatch:
-    return collate(items[0])
-
-
 def train_and_evaluate(
     task_data: TaskData,
     variant: VariantLike,
@@ -1063,7 +1036,8 @@ def train_and_evaluate(
     optimizer = make_optimizer(classifier.parameters(), config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_multiplier(warmup_steps))
     if length_buckets:  # every micro-batch of similar lengths; a step accumulates consecutive ones
-        train_data, collate_fn = _LengthBuckets(task_data.train, micro_batch, seed), _collate_prebatched
+        buckets = LengthBuckets(task_data.train, task_data.train.lengths(), micro_batch, collate, seed=seed)
+        train_data, collate_fn = buckets, buckets.collate
         config = replace(config, batch_size=1)
     else:
         train_data, collate_fn = task_data.train, collate

@@ -46,6 +46,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import Counter
@@ -701,12 +702,14 @@ IGNORE_INDEX = -100
 class TokenBatch(NamedTuple):
     """Right-padded sequences: ``ids`` int64 ``[B, L]`` (padding :data:`PAD`), ``lengths`` int64
     ``[B]``, and per-token ``labels`` int64 ``[B, L]`` (:data:`IGNORE_INDEX` at padding) or
-    ``None`` when no labels were given. Node ``b * L + i`` of :func:`sequence_pattern`'s graph is
-    ``ids[b, i]``."""
+    ``None`` when no labels were given; ``chars``: the bytes of every word, int64 ``[B, L, C]``
+    (:func:`word_bytes` ids, 0 at padding), or ``None``. Node ``b * L + i`` of
+    :func:`sequence_pattern`'s graph is ``ids[b, i]``."""
 
     ids: Tensor
     lengths: Tensor
     labels: Tensor | None
+    chars: Tensor | None = None
 
     @property
     def mask(self) -> Tensor:
@@ -844,10 +847,12 @@ def upos_ids(tags: Sequence[str]) -> Tensor:
 
 
 class TaggedSentence(NamedTuple):
-    """One example: word ids and UPOS tag ids, int64 ``[L]`` each."""
+    """One example: word ids and UPOS tag ids, int64 ``[L]`` each, and optionally the bytes of
+    every word, int64 ``[L, C]`` (:func:`word_bytes`)."""
 
     words: Tensor
     tags: Tensor
+    chars: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -863,6 +868,9 @@ class PosTaggingData:
         sentence_ids: the ``# sent_id`` of every sentence.
         vocabulary: the word vocabulary (built on the training split).
         tag_names: :data:`UPOS_TAGS`.
+        max_word_bytes: with an int, every example also holds the bytes of its words,
+            ``chars`` int64 ``[L, max_word_bytes]`` (longer words cut; computed once, on first
+            use); ``None``: ``chars`` is ``None``.
     """
 
     split: str
@@ -872,6 +880,12 @@ class PosTaggingData:
     sentence_ids: tuple[str, ...]
     vocabulary: Vocabulary
     tag_names: tuple[str, ...] = UPOS_TAGS
+    max_word_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        value = self.max_word_bytes
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"Expected max_word_bytes to be None or an int >= 1, got {value!r}")
 
     def __len__(self) -> int:
         return len(self.words)
@@ -879,7 +893,16 @@ class PosTaggingData:
     def __getitem__(self, index: int) -> TaggedSentence:
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"Expected an int index, got {type(index).__name__}")
-        return TaggedSentence(self.words[index], self.tags[index])
+        chars = self.chars[index] if self.max_word_bytes is not None else None
+        return TaggedSentence(self.words[index], self.tags[index], chars)
+
+    @functools.cached_property
+    def chars(self) -> list[Tensor]:
+        """The bytes of the words of every sentence, int64 ``[L_i, max_word_bytes]`` each
+        (:func:`word_bytes`); needs ``max_word_bytes``."""
+        if self.max_word_bytes is None:
+            raise ValueError("This data set has no character features; load it with max_word_bytes=<int>")
+        return [word_bytes(forms, max_bytes=self.max_word_bytes) for forms in self.forms]
 
     @property
     def num_tags(self) -> int:
@@ -915,8 +938,36 @@ class PosTaggingData:
 
 
 def collate_tagged(examples: Sequence[TaggedSentence], *, pad_to: int | None = None) -> TokenBatch:
-    """:func:`pad_batch` over :class:`TaggedSentence` examples (a ``DataLoader`` ``collate_fn``)."""
-    return pad_batch([e.words for e in examples], [e.tags for e in examples], pad_to=pad_to)
+    """:func:`pad_batch` over :class:`TaggedSentence` examples (a ``DataLoader`` ``collate_fn``);
+    when the examples hold ``chars`` ``[L_i, C]``, the batch holds them as ``[B, L, C]``
+    (0 at padded words).
+
+    Example:
+        >>> a = TaggedSentence(torch.tensor([5, 6]), torch.tensor([7, 1]), word_bytes(["a", "cat"]))
+        >>> b = TaggedSentence(torch.tensor([9]), torch.tensor([3]), word_bytes(["hi"]))
+        >>> batch = collate_tagged([a, b])
+        >>> batch.ids.tolist(), batch.chars.shape
+        ([[5, 6], [9, 0]], torch.Size([2, 2, 3]))
+    """
+    batch = pad_batch([e.words for e in examples], [e.tags for e in examples], pad_to=pad_to)
+    with_chars = [len(e) > 2 and e[2] is not None for e in examples]
+    if not any(with_chars):
+        return batch
+    if not all(with_chars):
+        raise ValueError(
+            f"Expected every example to hold chars or none, but example {with_chars.index(False)} has none"
+        )
+    slots = batch.ids.size(1)
+    width = max(int(e.chars.size(1)) for e in examples)
+    chars = torch.full((len(examples), slots, width), PAD, dtype=torch.long)
+    for row, example in enumerate(examples):
+        if example.chars.dim() != 2 or example.chars.size(0) != len(example.words):
+            raise ValueError(
+                f"Expected example {row}'s chars as [L, C] with L = {len(example.words)} words, got "
+                f"{list(example.chars.shape)}"
+            )
+        chars[row, : example.chars.size(0), : example.chars.size(1)] = example.chars
+    return batch._replace(chars=chars)
 
 
 def _tagged_words(path: Path) -> tuple[list[Sentence], list[Tensor]]:
@@ -941,6 +992,7 @@ def load_ud_pos(
     max_size: int | None = None,
     lowercase: bool = False,
     unknown_signatures: bool = True,
+    max_word_bytes: int | None = None,
 ) -> PosTaggingData:
     """Part-of-speech tagging on UD English-EWT: every sentence as word ids, every word's UPOS tag.
 
@@ -958,6 +1010,8 @@ def load_ud_pos(
         min_frequency, max_size, lowercase, unknown_signatures: see :meth:`Vocabulary.build`.
             The default (``min_frequency=2`` with signatures) leaves the training words seen
             once as unknown, so the model learns what to do with unknown words.
+        max_word_bytes: also give every example the bytes of its words (``chars``, for
+            character features; see :class:`PosTaggingData`).
 
     Returns:
         :class:`PosTaggingData`.
@@ -985,5 +1039,6 @@ def load_ud_pos(
         tuple(s.forms for s in sentences),
         tuple(s.sent_id or "" for s in sentences),
         vocabulary,
+        max_word_bytes=max_word_bytes,
     )
 

@@ -5,6 +5,8 @@
   :class:`MaskedLM` (encoder-only) and :func:`mask_tokens`.
 * :mod:`graphattn.models.classifier`: :class:`SequenceClassifier` (encoder + pooling + head, one
   label per sequence).
+* :mod:`graphattn.models.tagger`: :class:`SequenceTagger` (word + character-CNN vectors ->
+  encoder -> a label per word) and :class:`CharCNN`.
 * :mod:`graphattn.models.graph_transformer`: :class:`GraphTransformer` (GPS-style: attention over
   bonds + attention within each molecule + feed-forward; atom/bond embeddings, graph positional
   encodings, pooling, graph- or node-level heads) and :class:`GraphTransformerConfig`.
@@ -13,6 +15,7 @@
 """
 from graphattn.models.baselines import BASELINES, PygGNN, count_parameters
 from graphattn.models.classifier import CLASSIFIER_POOLINGS, SequenceClassifier
+from graphattn.models.tagger import CharCNN, SequenceTagger
 from graphattn.models.graph_transformer import (
     AddGraphPositionalEncoding,
     BondAttention,
@@ -50,6 +53,8 @@ __all__ = [
     "POSITIONS",
     "SequenceClassifier",
     "CLASSIFIER_POOLINGS",
+    "SequenceTagger",
+    "CharCNN",
     # graph transformers
     "GraphTransformerConfig",
     "GraphTransformer",

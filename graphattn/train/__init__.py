@@ -67,6 +67,7 @@ re-exported here, and ``__all__`` is the public API; modules starting with ``_``
                 :func:`load_checkpoint`
 ``evaluation``  :func:`evaluate`, the default validation
 ``loop``        :func:`fit` and the bookkeeping of one run
+``buckets``     :class:`LengthBuckets`, training batches of similar lengths
 ``seq2seq``     :class:`Seq2SeqBatch`, :class:`Seq2SeqCollator`, :func:`sequence_cross_entropy`,
                 :class:`ScheduledSampling`, :class:`Seq2SeqLoss`, :func:`corpus_bleu`
 ==============  ====================================================================================
@@ -88,6 +89,7 @@ Example:
 from __future__ import annotations
 
 from graphattn.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME  # file names, not in __all__
+from graphattn.train.buckets import LengthBuckets
 from graphattn.train.checkpoint import CheckpointInfo, load_checkpoint
 from graphattn.train.config import OPTIMIZERS, SCHEDULES, Callback, FitResult, TrainConfig, TrainState
 from graphattn.train.devices import move_to_device, unwrap_model
@@ -113,6 +115,7 @@ __all__ = [
     "Callback",
     "fit",
     "evaluate",
+    "LengthBuckets",
     # schedules and optimizers
     "SCHEDULES",
     "OPTIMIZERS",
