@@ -227,3 +227,107 @@ def test_digits_split_errors() -> None:
         load_digits_split(size=0)
     with pytest.raises(ValueError, match="seed"):
         load_digits_split(seed=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention maps
+# ----------------------------------------------------------------------------------------------
+
+
+def test_attention_map_of_a_trained_style_encoder_is_local_and_sums_to_one() -> None:
+    from graphattn.data.image import attention_map
+    from graphattn.models import SequenceClassifier, TransformerConfig, Vectors
+
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        vocab_size=4, input_features=1, d_model=16, num_heads=2, num_layers=2, position="learned",
+        max_positions=36, encoder_pattern="grid2d(width=6, radius=1)",
+    )
+    model = SequenceClassifier(config, num_classes=3).eval()
+    images = random_images(3, 1, 6, 6)
+    layers = model.encoder.attention_weights(Vectors(image_to_nodes(images), torch.full((3,), 36)))
+    assert len(layers) == 2
+    graph, weights = layers[1]
+    assert weights.shape == (graph.num_edges, 2)
+    neighbourhood = patterns.grid2d(6, 6, 1).to_dense()  # [36, 36]
+    for image in range(3):
+        for query in [(0, 0), (2, 3), (5, 5), 17]:
+            node = query if isinstance(query, int) else query[0] * 6 + query[1]
+            for head in (None, 0, 1):
+                heat = attention_map(graph, weights, query, 6, 6, image=image, head=head)
+                assert heat.shape == (6, 6) and float(heat.min()) >= 0
+                torch.testing.assert_close(heat.sum(), torch.tensor(1.0))
+                assert float(heat.flatten()[~neighbourhood[node]].abs().max()) == 0.0  # zero outside the 3x3
+    corner = attention_map(graph, weights, (0, 0), 6, 6, image=2)
+    assert bool((corner[:2, :2] > 0).all())  # softmax weights are positive on every edge
+    mean = attention_map(graph, weights, 14, 6, 6)
+    torch.testing.assert_close(
+        mean, (attention_map(graph, weights, 14, 6, 6, head=0) + attention_map(graph, weights, 14, 6, 6, head=1)) / 2
+    )
+
+
+def test_attention_map_full_pattern_and_errors() -> None:
+    from graphattn.data.image import attention_map
+
+    graph = image_pattern("full", 2, 3, batch_size=2)
+    weights = torch.arange(graph.num_edges, dtype=torch.float32)  # one head, edge ids as weights
+    heat = attention_map(graph, weights, (1, 2), 2, 3, image=1)  # node 6 + 5 = 11: edges 66..71
+    assert heat.flatten().tolist() == [66.0, 67.0, 68.0, 69.0, 70.0, 71.0]
+    with pytest.raises(TypeError, match="AttentionGraph"):
+        attention_map(graph.to_dense(), weights, 0, 2, 3)
+    with pytest.raises(ValueError, match=r"'weights' of shape \[num_edges, heads\] with num_edges = 72"):
+        attention_map(graph, weights[:5], 0, 2, 3)
+    with pytest.raises(ValueError, match=r"'query' in \[0, 5\]"):
+        attention_map(graph, weights, 6, 2, 3)
+    with pytest.raises(ValueError, match="inside the 2x3 image"):
+        attention_map(graph, weights, (2, 0), 2, 3)
+    with pytest.raises(ValueError, match=r"'image' in \[0, 1\]"):
+        attention_map(graph, weights, 0, 2, 3, image=2)
+    with pytest.raises(ValueError, match=r"'head' in \[0, 0\]"):
+        attention_map(graph, weights, 0, 2, 3, head=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the CNN baseline
+# ----------------------------------------------------------------------------------------------
+
+
+def test_image_cnn_shapes_parameters_and_repr() -> None:
+    from graphattn.models import ImageCNN, count_parameters
+
+    torch.manual_seed(0)
+    model = ImageCNN(in_channels=1, num_classes=10)
+    assert model(random_images(4, 1, 8, 8)).shape == (4, 10)
+    assert count_parameters(model) == 65834
+    assert repr(model).startswith("ImageCNN(\n  in_channels=1, num_classes=10, channels=(32, 64), kernel_size=3, dropout=0.0")
+    colour = ImageCNN(in_channels=3, num_classes=2, channels=[8], kernel_size=5, dropout=0.5).eval()
+    for height, width in [(1, 1), (5, 3), (32, 32)]:  # any size: ceil-mode pooling, global average
+        assert colour(random_images(2, 3, height, width)).shape == (2, 2)
+    logits = colour(random_images(3, 3, 6, 6))
+    torch.testing.assert_close(colour(random_images(3, 3, 6, 6)[1:2]), logits[1:2])  # eval: per image
+    logits.sum().backward()
+    assert all(p.grad is not None for p in colour.parameters())
+
+
+def test_image_cnn_errors() -> None:
+    from graphattn.models import ImageCNN
+
+    with pytest.raises(ValueError, match="'num_classes' to be an int >= 2, got 1"):
+        ImageCNN(num_classes=1)
+    with pytest.raises(ValueError, match="'in_channels' to be a positive int, got 0"):
+        ImageCNN(in_channels=0)
+    with pytest.raises(ValueError, match="non-empty sequence of positive ints"):
+        ImageCNN(channels=())
+    with pytest.raises(ValueError, match="non-empty sequence of positive ints"):
+        ImageCNN(channels=32)
+    with pytest.raises(ValueError, match="'channels\\[\\]' to be a positive int, got -4"):
+        ImageCNN(channels=(8, -4))
+    with pytest.raises(ValueError, match="odd 'kernel_size'.*use 3 or 5"):
+        ImageCNN(kernel_size=4)
+    with pytest.raises(ValueError, match="0 <= dropout < 1"):
+        ImageCNN(dropout=1.0)
+    model = ImageCNN(in_channels=1)
+    with pytest.raises(ValueError, match=r"images of shape \[B, 1, H, W\], got \[2, 8, 8\].*unsqueeze\(1\)"):
+        model(torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match=r"images of shape \[B, 1, H, W\], got \[2, 3, 8, 8\]"):
+        model(torch.zeros(2, 3, 8, 8))

@@ -9,10 +9,14 @@ patterns :func:`graphattn.patterns.grid2d`, :func:`~graphattn.patterns.dilated2d
   (ViT-style), ``[B, C, H, W] <-> [B, (H/p) * (W/p), C * p * p]``, patches row-major, each
   patch's features in ``(channel, row, column)`` order (a ``Linear`` on them is a ``Conv2d``
   with ``kernel_size = stride = p``).
-* :func:`positions_2d`: ``(row, column)`` of every node, for 2-D positional encodings.
+* :func:`positions_2d`: ``(row, column)`` of every node, for 2-D positional encodings;
+  :func:`pixel_features`: pixels as nodes with one-hot row and column appended.
 * :func:`image_pattern`: attention patterns over an image by name (``"grid2d"``,
   ``"dilated2d"``, ``"axial"``, ``"full"``, or a call string such as ``"grid2d(radius=2)"`` or
   ``"union(axial(), grid2d(radius=1))"``), built by :mod:`graphattn.patterns` and cached.
+* :func:`attention_map`: the attention weights of one query pixel over its image as an
+  ``H x W`` map (from :meth:`graphattn.models.Encoder.attention_weights`), to see the learned
+  receptive field of a pixel pattern.
 * :func:`load_digits_split`: scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes)
   in a seeded, stratified train / test split, grey values scaled to ``[0, 1]``, optionally
   resized (bilinear, :func:`graphattn.data.lra.upsample_bilinear`).
@@ -36,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from graphattn import patterns
@@ -49,8 +54,10 @@ __all__ = [
     "patches",
     "patches_to_image",
     "positions_2d",
+    "pixel_features",
     "IMAGE_PATTERN_NAMES",
     "image_pattern",
+    "attention_map",
     "DIGIT_CLASSES",
     "LabeledImages",
     "ImageSplit",
@@ -160,6 +167,26 @@ def patches_to_image(nodes: Tensor, patch_size: int, height: int, width: int) ->
     batch, channels = nodes.size(0), nodes.size(2) // (p * p)
     grid = nodes.reshape(batch, rows, columns, channels, p, p).permute(0, 3, 1, 4, 2, 5)  # [B, C, H/p, p, W/p, p]
     return grid.reshape(batch, channels, height, width)
+
+
+def pixel_features(images: Tensor, *, coordinates: bool = True) -> Tensor:
+    """Every pixel as a node with its channels and, with ``coordinates``, its row and column
+    one-hot: ``[B, C, H, W] -> [B, H * W, C + H + W]`` (``[B, H * W, C]`` without), nodes
+    row-major. A ``Linear`` on these features adds a learned row and a learned column embedding
+    to the pixel's value -- 2-D learned positions for an encoder with ``position="none"``.
+
+    Example:
+        >>> x = pixel_features(torch.zeros(2, 1, 3, 4))
+        >>> x.shape, x[0, 1 * 4 + 2].tolist()  # pixel (1, 2): grey 0, row 1, column 2
+        (torch.Size([2, 12, 8]), [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    """
+    nodes = image_to_nodes(images)  # [B, H * W, C]
+    if not coordinates:
+        return nodes
+    height, width = images.shape[-2:]
+    where = positions_2d(height, width, device=images.device)  # [H * W, 2]
+    onehot = torch.cat([F.one_hot(where[:, 0], height), F.one_hot(where[:, 1], width)], 1).to(nodes.dtype)
+    return torch.cat([nodes, onehot.expand(nodes.size(0), -1, -1)], dim=2)
 
 
 def positions_2d(height: int, width: int, *, device: torch.device | str | None = None) -> Tensor:
@@ -333,6 +360,87 @@ def image_pattern(
         return graph
     batch_size = _check_size(batch_size, "batch_size")
     return graph.cached(("graphattn.replicated_batch", batch_size), lambda: AttentionGraph.batch([graph] * batch_size))
+
+
+# ----------------------------------------------------------------------------------------------
+# attention maps
+# ----------------------------------------------------------------------------------------------
+
+
+def attention_map(
+    graph: AttentionGraph,
+    weights: Tensor,
+    query: int | tuple[int, int],
+    height: int,
+    width: int,
+    *,
+    image: int = 0,
+    head: int | None = None,
+) -> Tensor:
+    """Where one query pixel looks: its attention weights over its image as an ``H x W`` map.
+
+    ``graph`` and ``weights`` are one layer of
+    :meth:`graphattn.models.Encoder.attention_weights` (the self-attention graph over the
+    ``B * H * W`` pixel nodes of a batch, node ``b * H * W + r * W + c``, and each edge's
+    softmax weight per head). Pixels the query does not attend to are 0; keys in other images
+    are left out (the block-diagonal graph of a batch of images has none), so the map sums to 1
+    for a query with at least one key.
+
+    Args:
+        graph: the attention graph (CSR, rows = queries).
+        weights: ``[num_edges, heads]`` (or ``[num_edges]``) weights in the graph's edge order.
+        query: the query pixel, as node ``r * W + c`` within its image or as ``(r, c)``.
+        height, width: the image grid (``(H/p, W/p)`` for :func:`patches`).
+        image: which image ``b`` of the batch.
+        head: the head to show; ``None`` averages the heads.
+
+    Returns:
+        float32 ``[H, W]``.
+
+    Example:
+        >>> graph = image_pattern("grid2d", 4, 4, radius=1, batch_size=2)
+        >>> weights = torch.ones(graph.num_edges, 2) / graph.degrees[graph.row, None]  # uniform softmax
+        >>> attention_map(graph, weights, (0, 0), 4, 4, image=1)  # a corner sees 4 pixels
+        tensor([[0.2500, 0.2500, 0.0000, 0.0000],
+                [0.2500, 0.2500, 0.0000, 0.0000],
+                [0.0000, 0.0000, 0.0000, 0.0000],
+                [0.0000, 0.0000, 0.0000, 0.0000]])
+    """
+    if not isinstance(graph, AttentionGraph):
+        raise TypeError(f"Expected 'graph' to be an AttentionGraph, got {type(graph).__name__}")
+    height, width = _check_size(height, "height"), _check_size(width, "width")
+    pixels = height * width
+    if not isinstance(weights, Tensor) or weights.dim() not in (1, 2) or weights.size(0) != graph.num_edges:
+        got = list(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"Expected 'weights' of shape [num_edges, heads] with num_edges = {graph.num_edges}, got {got}")
+    if weights.dim() == 1:
+        weights = weights[:, None]
+    if head is not None and (isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < weights.size(1)):
+        raise ValueError(f"Expected 'head' in [0, {weights.size(1) - 1}] or None (the mean of the heads), got {head!r}")
+    if isinstance(query, tuple):
+        if len(query) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in query):
+            raise ValueError(f"Expected 'query' as a pixel index or a (row, column) pair of ints, got {query!r}")
+        row, column = int(query[0]), int(query[1])
+        if not (0 <= row < height and 0 <= column < width):
+            raise ValueError(f"Expected the query pixel inside the {height}x{width} image, got (row, column) = {query}")
+        query = row * width + column
+    elif isinstance(query, bool) or not isinstance(query, (int, np.integer)) or not 0 <= query < pixels:
+        raise ValueError(f"Expected 'query' in [0, {pixels - 1}] (r * W + c) or a (row, column) pair, got {query!r}")
+    if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or image < 0 or (image + 1) * pixels > graph.num_queries:
+        raise ValueError(
+            f"Expected 'image' in [0, {graph.num_queries // pixels - 1}] (the graph has {graph.num_queries} query nodes "
+            f"= images of {height}x{width} pixels), got {image!r}"
+        )
+    offset = int(image) * pixels
+    node = offset + int(query)
+    start, end = int(graph.crow[node]), int(graph.crow[node + 1])
+    keys = graph.col[start:end].cpu() - offset  # [degree], pixel of each key in this image
+    values = weights[start:end].detach().float().cpu()  # [degree, heads]
+    values = values.mean(1) if head is None else values[:, head]  # [degree]
+    inside = (keys >= 0) & (keys < pixels)
+    out = torch.zeros(pixels, dtype=torch.float32)
+    out.index_add_(0, keys[inside], values[inside])
+    return out.view(height, width)
 
 
 # ----------------------------------------------------------------------------------------------

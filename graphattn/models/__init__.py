@@ -13,7 +13,7 @@
 * :mod:`graphattn.models.baselines`: PyG GIN / GCN / GAT / GPSConv baselines with the same
   embeddings, pooling and heads (:class:`PygGNN`).
 """
-from graphattn.models.baselines import BASELINES, PygGNN, count_parameters
+from graphattn.models.baselines import BASELINES, ImageCNN, PygGNN, count_parameters
 from graphattn.models.classifier import CLASSIFIER_POOLINGS, SequenceClassifier
 from graphattn.models.tagger import CharCNN, SequenceTagger
 from graphattn.models.graph_transformer import (
@@ -66,6 +66,7 @@ __all__ = [
     "AddGraphPositionalEncoding",
     # PyG baselines
     "PygGNN",
+    "ImageCNN",
     "BASELINES",
     "count_parameters",
 ]

@@ -6,6 +6,10 @@ encodings, pooling (:class:`GraphPooling`) and output head as the graph transfor
 same ``forward(batch) -> Tensor``, so an experiment swaps one model for another without other
 changes. :func:`count_parameters` counts what an optimizer would train.
 
+:class:`ImageCNN` is the small convolutional network that pixel attention
+(:func:`graphattn.data.image.image_to_nodes` + a pixel pattern) is compared with on images:
+``images [B, C, H, W] -> logits [B, num_classes]``.
+
 Example:
     >>> from torch_geometric.data import Batch
     >>> from graphattn.data.molecule import smiles_to_graph
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,7 +44,7 @@ from graphattn.models.graph_transformer import (
     _read_molecule_batch,
 )
 
-__all__ = ["PygGNN", "count_parameters", "BASELINES"]
+__all__ = ["PygGNN", "ImageCNN", "count_parameters", "BASELINES"]
 
 BASELINES = ("gin", "gcn", "gat", "gps")
 """Layer types of :class:`PygGNN`."""
@@ -236,3 +241,90 @@ class PygGNN(nn.Module):
     def extra_repr(self) -> str:
         s = self.settings
         return f"kind={s['kind']!r}, hidden={s['hidden']}, layers={s['layers']}, pooling={s['pooling']!r}"
+
+
+class ImageCNN(nn.Module):
+    """A small convolutional network for image classification, the baseline of pixel attention.
+
+    One stage per entry of ``channels``: ``(Conv2d(k x k, same padding) -> BatchNorm2d -> ReLU)``
+    twice, then ``MaxPool2d(2)`` (``ceil_mode``: odd or tiny maps keep at least one pixel); then
+    the global average over the remaining map, dropout and ``Linear(channels[-1], num_classes)``.
+    The default (two stages of 32 and 64 channels, 3x3 kernels) has 65,834 parameters for grey
+    images and 10 classes; after the two stages every output sees a 16x16 window of the input,
+    the whole of an 8x8 digit.
+
+    Args:
+        in_channels: ``C``, channels of the input images (1 for grey).
+        num_classes: number of classes (``>= 2``).
+        channels: output channels of each stage (a non-empty sequence of positive ints).
+        kernel_size: odd side of the square convolution kernels (default 3).
+        dropout: dropout before the output layer, in ``[0, 1)``.
+
+    Shapes:
+        ``forward(images [B, C, H, W]) -> logits [B, num_classes]`` for any ``H, W >= 1``.
+
+    Example:
+        >>> model = ImageCNN(in_channels=1, num_classes=10)
+        >>> model(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+        >>> count_parameters(model)
+        65834
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels: Sequence[int] = (32, 64),
+        *,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        in_channels = _positive_int(in_channels, "in_channels")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"Expected 'num_classes' to be an int >= 2, got {num_classes!r}")
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not channels:
+            raise ValueError(
+                f"Expected 'channels' to be a non-empty sequence of positive ints (one per stage), got {channels!r}; "
+                "e.g. channels=(32, 64)"
+            )
+        channels = tuple(_positive_int(width, "channels[]") for width in channels)
+        kernel_size = _positive_int(kernel_size, "kernel_size")
+        if kernel_size % 2 == 0:
+            raise ValueError(
+                f"Expected an odd 'kernel_size' (same padding keeps the map size), got {kernel_size}; use "
+                f"{kernel_size - 1} or {kernel_size + 1}"
+            )
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Expected 0 <= dropout < 1, got {dropout!r}")
+        self.in_channels, self.num_classes, self.channels = in_channels, num_classes, channels
+        self.kernel_size, self.dropout = kernel_size, float(dropout)
+        layers: list[nn.Module] = []
+        width = in_channels
+        for out in channels:
+            for _ in range(2):
+                layers += [
+                    nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(),
+                ]
+                width = out
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(width, num_classes))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images [B, C, H, W]`` (float) -> logits ``[B, num_classes]``."""
+        if not isinstance(images, Tensor) or images.dim() != 4 or images.size(1) != self.in_channels:
+            got = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            fix = " (for grey images [B, H, W] use images.unsqueeze(1))" if isinstance(images, Tensor) and images.dim() == 3 else ""
+            raise ValueError(f"Expected images of shape [B, {self.in_channels}, H, W], got {got}{fix}")
+        maps = self.features(images)  # [B, channels[-1], H / 2^stages, W / 2^stages]
+        return self.head(maps.mean(dim=(2, 3)))  # [B, channels[-1]] -> [B, num_classes]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, num_classes={self.num_classes}, channels={self.channels}, "
+            f"kernel_size={self.kernel_size}, dropout={self.dropout}"
+        )
