@@ -8,6 +8,12 @@ every pattern family of :mod:`graphattn.patterns`, the demo measures what
 output and of the gradients (a correctness check you can see). It prints a table and writes
 ``demo.json`` and ``patterns.png`` (the patterns drawn as query x key pictures).
 
+Then (unless ``--no-inputs``) it shows the three input kinds as sets of vectors -- a generated
+sentence tagged word by word, a generated recording classified from its log-mel frames, a
+scikit-learn digit classified from its pixels -- each model trained for a few seconds over a
+sparse pattern (:mod:`graphattn.demo_inputs`): a second table, ``inputs.png`` and an
+``"inputs"`` entry in ``demo.json``.
+
 Pattern parameters scale with ``n`` (window ``n/32``, stride ``sqrt(n)`` as in the Sparse
 Transformer, block ``n/16``, ...), so ``patterns.png``, drawn at ``n = 128`` to stay legible,
 shows the same families as the measured ones.
@@ -53,6 +59,8 @@ class DemoConfig:
     seed: int = 0
     device: str = "cpu"
     out: Path = Path("graphattn-demo")
+    inputs: bool = True  # also the input kinds: a sentence, a recording, an image (graphattn.demo_inputs)
+    quick: bool = False  # fewer training steps for the input kinds
 
 
 @dataclass
@@ -163,6 +171,16 @@ def run_demo(config: DemoConfig, *, progress: bool = True, stream: TextIO | None
     png_path = config.out / "patterns.png"
     _plot(png_path, config)
     stream.write(f"wrote {json_path} and {png_path} (patterns drawn at n={PLOT_SIZE})\n")
+    if config.inputs:
+        from graphattn import demo_inputs
+
+        stream.write("\ntraining one small model per input kind (text, speech, image)...\n")
+        kinds = demo_inputs.run_input_kinds(quick=config.quick, seed=config.seed, out=config.out)
+        stream.write(demo_inputs.format_input_table(kinds) + "\n")
+        report = json.loads(json_path.read_text())
+        report["inputs"] = demo_inputs.report(kinds)
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        stream.write(f"wrote {config.out / 'inputs.png'} (attention over a sentence, a spectrogram and a digit)\n")
     return results
 
 
@@ -361,7 +379,7 @@ def add_subcommand(subparsers) -> None:
     """Add ``graphattn demo`` to the ``graphattn`` parser's subcommands."""
     parser = subparsers.add_parser(
         "demo",
-        help="compare attention patterns on a generated sequence (table + patterns.png)",
+        help="compare attention patterns on a generated sequence, then text / speech / image inputs as graphs",
         description=(
             "Compare attention patterns on a generated sequence: for every pattern family, the "
             "backend 'auto' picks, its forward and forward+backward time against dense masked "
@@ -378,8 +396,12 @@ def add_subcommand(subparsers) -> None:
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
     parser.add_argument("--out", type=Path, default=Path("graphattn-demo"), help="output folder (default ./graphattn-demo)")
-    parser.add_argument("--quick", action="store_true", help="small and fast: n=256, 2 runs")
+    parser.add_argument("--quick", action="store_true", help="small and fast: n=256, 2 runs, half the training steps of the input kinds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-inputs", action="store_true",
+        help="skip the second part: a sentence, a recording and an image as sets of vectors, one small model each",
+    )
     parser.set_defaults(run=_run_command, parser=parser)
 
 
@@ -402,6 +424,8 @@ def _run_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device,
         out=args.out,
+        inputs=not args.no_inputs,
+        quick=args.quick,
     )
     run_demo(config, progress=not args.no_progress)
     return 0

@@ -51,7 +51,7 @@ def test_demo_patterns_are_the_documented_families():
 
 def test_demo_quick_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "demo"
-    status = cli.main(["demo", "--quick", "--repeats", "1", "--no-progress", "--device", "cpu", "--out", str(out)])
+    status = cli.main(["demo", "--quick", "--repeats", "1", "--no-progress", "--device", "cpu", "--no-inputs", "--out", str(out)])
     assert status == 0
 
     table = capsys.readouterr().out
