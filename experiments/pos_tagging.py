@@ -216,6 +216,21 @@ def write_markdown(payload: dict, path: Path) -> None:
             f"{100 * r['test_known_accuracy']:.2f}% | {100 * r['test_unknown_accuracy']:.2f}% "
             f"({r['test_unknown_words']:,} words) |"
         )
+    earlier = payload.get("earlier_runs", [])
+    if earlier:
+        lines += [
+            "",
+            "Earlier runs (replaced by the rows above; settings that differ from the current ones):",
+            "",
+            "| pattern | settings | epochs | dev acc | test acc | test acc, unknown words |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in earlier:
+            differ = {k: v for k, v in r.get("settings", {}).items() if s.get(k) != v}
+            lines.append(
+                f"| {r['pattern']} | {', '.join(f'{k}={v}' for k, v in differ.items()) or 'same'} | {r['epochs']} | "
+                f"{100 * r['dev_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% | {100 * r['test_unknown_accuracy']:.2f}% |"
+            )
     lines += [
         "",
         "Targets (issue 6): >= 93% UPOS test accuracy, aim >= 95%; strong taggers reach 96-97% (e.g. Stanza "
@@ -281,9 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     models = {}
     for name in args.patterns:
         result, models[name] = run(args, name, data)
-        payload["runs"] = [r for r in payload["runs"] if r["pattern"] != name] + [asdict(result)]
-        payload["runs"].sort(key=lambda r: list(PATTERNS).index(r["pattern"]))
         settings = {k: v for k, v in vars(args).items() if k not in ("patterns", "out", "work_dir", "progress", "root")}
+        row = {**asdict(result), "settings": settings}
+        replaced = [{"settings": payload.get("settings", {}), **r} for r in payload["runs"] if r["pattern"] == name]
+        payload.setdefault("earlier_runs", []).extend(replaced)  # kept, with their settings
+        payload["runs"] = [r for r in payload["runs"] if r["pattern"] != name] + [row]
+        payload["runs"].sort(key=lambda r: list(PATTERNS).index(r["pattern"]))
         payload.update(
             command="python experiments/pos_tagging.py " + " ".join(sys.argv[1:] if argv is None else argv),
             settings=settings,

@@ -26,8 +26,8 @@ def test_char_cnn_matches_a_hand_computation(generator) -> None:
     chars = word_bytes(["cat", "a", "dogs"], max_bytes=6)  # [3, 6]
     out = cnn(chars)
     for row, word in enumerate(["cat", "a", "dogs"]):
-        ids = torch.tensor(list(word.encode())) + 1
-        x = cnn.embedding(ids).T[None]  # [1, char_dim, n]
+        ids = torch.tensor([257] + [b + 1 for b in word.encode()] + [257])  # <word>
+        x = cnn.embedding(ids).T[None]  # [1, char_dim, n + 2]
         conv = F.conv1d(x, cnn.conv.weight, cnn.conv.bias, padding=1)[0]  # zero padding = the pad byte's zero embedding
         torch.testing.assert_close(out[row], torch.tanh(conv.amax(-1)))
     # the padding width does not matter; a word without bytes gets zeros

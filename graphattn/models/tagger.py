@@ -34,6 +34,9 @@ __all__ = ["CharCNN", "SequenceTagger"]
 
 BYTE_IDS = 257
 """Byte ids of :func:`graphattn.data.text.word_bytes`: ``byte + 1``, and 0 for padding."""
+BOUNDARY = BYTE_IDS
+"""The id :class:`CharCNN` puts before and after every word's bytes, so that the convolution
+sees prefixes and suffixes as such (``<ing>`` at the end differs from ``ing`` inside)."""
 
 
 def _positive_int(value: object, name: str, minimum: int = 1) -> int:
@@ -43,8 +46,9 @@ def _positive_int(value: object, name: str, minimum: int = 1) -> int:
 
 
 class CharCNN(nn.Module):
-    """Character features of words: byte embeddings, one convolution over each word's bytes,
-    then the maximum over the word's real bytes (Ma & Hovy 2016).
+    """Character features of words: byte embeddings, one convolution over each word's bytes
+    between two boundary marks (:data:`BOUNDARY`), then the maximum over those positions and
+    ``tanh`` (Ma & Hovy 2016).
 
     Args:
         filters: output features per word ``D``.
@@ -52,8 +56,9 @@ class CharCNN(nn.Module):
         kernel_size: width of the convolution (odd; padded to keep the length).
 
     Shapes:
-        ``bytes`` int64 ``[..., C]`` (ids ``byte + 1``, 0 = padding) -> ``[..., D]``; a word
-        with no bytes (a padded slot) gets zeros.
+        ``bytes`` int64 ``[..., C]`` (ids ``byte + 1`` left-aligned, 0 = padding after them,
+        as :func:`~graphattn.data.text.word_bytes` gives) -> ``[..., D]``; a word with no bytes
+        (a padded slot) gets zeros.
     """
 
     def __init__(self, filters: int, char_dim: int = 32, kernel_size: int = 3) -> None:
@@ -62,7 +67,7 @@ class CharCNN(nn.Module):
         _positive_int(char_dim, "char_dim")
         if _positive_int(kernel_size, "char_kernel") % 2 == 0:
             raise ValueError(f"Expected an odd char_kernel (the word keeps its length), got {kernel_size}")
-        self.embedding = nn.Embedding(BYTE_IDS, char_dim, padding_idx=0)
+        self.embedding = nn.Embedding(BYTE_IDS + 1, char_dim, padding_idx=0)
         self.conv = nn.Conv1d(char_dim, filters, kernel_size, padding=kernel_size // 2)
         self.filters = filters
 
@@ -75,11 +80,15 @@ class CharCNN(nn.Module):
                 f"[{int(chars.min())}, {int(chars.max())}]"
             )
         leading, width = chars.shape[:-1], chars.size(-1)
-        flat = chars.reshape(-1, width)  # [W, C]
-        x = self.conv(self.embedding(flat).transpose(1, 2))  # [W, D, C]
-        real = (flat != 0)[:, None, :]  # [W, 1, C]
+        flat = chars.reshape(-1, width).long()  # [W, C]
+        lengths = (flat != 0).sum(-1)  # [W]; bytes are left-aligned (word_bytes)
+        marked = F.pad(flat, (1, 1))  # [W, C + 2]: <word>
+        marked[:, 0] = BOUNDARY
+        marked[torch.arange(len(flat), device=flat.device), lengths + 1] = BOUNDARY
+        x = self.conv(self.embedding(marked).transpose(1, 2))  # [W, D, C + 2]
+        real = (marked != 0)[:, None, :]  # [W, 1, C + 2]
         pooled = x.masked_fill(~real, float("-inf")).amax(-1)  # [W, D]
-        pooled = torch.where(real.any(-1), pooled, torch.zeros_like(pooled))
+        pooled = torch.where((lengths > 0)[:, None], pooled, torch.zeros_like(pooled))
         return torch.tanh(pooled).reshape(*leading, self.filters)
 
 
