@@ -5,6 +5,8 @@
   :class:`MaskedLM` (encoder-only) and :func:`mask_tokens`.
 * :mod:`graphattn.models.classifier`: :class:`SequenceClassifier` (encoder + pooling + head, one
   label per sequence).
+* :mod:`graphattn.models.ctc`: :class:`CTCModel` (encoder + a CTC output layer, a label per
+  frame), :func:`ctc_greedy_decode`, :func:`ctc_beam_search` and :func:`character_error_rate`.
 * :mod:`graphattn.models.tagger`: :class:`SequenceTagger` (word + character-CNN vectors ->
   encoder -> a label per word) and :class:`CharCNN`.
 * :mod:`graphattn.models.graph_transformer`: :class:`GraphTransformer` (GPS-style: attention over
@@ -15,6 +17,15 @@
 """
 from graphattn.models.baselines import BASELINES, ImageCNN, PygGNN, count_parameters
 from graphattn.models.classifier import CLASSIFIER_POOLINGS, SequenceClassifier
+from graphattn.models.ctc import (
+    CTCModel,
+    CTCOutput,
+    character_error_rate,
+    ctc_beam_search,
+    ctc_collapse,
+    ctc_greedy_decode,
+    edit_distance,
+)
 from graphattn.models.tagger import CharCNN, SequenceTagger
 from graphattn.models.graph_transformer import (
     AddGraphPositionalEncoding,
@@ -53,6 +64,13 @@ __all__ = [
     "POSITIONS",
     "SequenceClassifier",
     "CLASSIFIER_POOLINGS",
+    "CTCModel",
+    "CTCOutput",
+    "ctc_greedy_decode",
+    "ctc_beam_search",
+    "ctc_collapse",
+    "edit_distance",
+    "character_error_rate",
     "SequenceTagger",
     "CharCNN",
     # graph transformers
