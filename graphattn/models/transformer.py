@@ -333,7 +333,32 @@ def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
         )
 
 
-class _Embedding(nn.Module):
+class _InputEmbedding(nn.Module):
+    """What every input embedding shares: its values embedded (:meth:`embed_values`), absolute
+    positions added (sinusoidal or learned, as configured), dropout. Subclasses build their own
+    modules first and then call :meth:`_add_positions` (so their random initialization comes
+    first, as it always did)."""
+
+    def _add_positions(self, config: TransformerConfig) -> None:
+        self.positions: nn.Module | None = None
+        if config.position == "sinusoidal":
+            self.positions = SinusoidalPositionalEmbedding(config.d_model)
+        elif config.position == "learned":
+            self.positions = LearnedPositionalEmbedding(config.max_positions, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def embed_values(self, values: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, values: Tensor, positions: Tensor) -> Tensor:
+        """``values`` (ids ``[...]`` or vectors ``[..., F]``), ``positions`` ``[...]`` -> ``[..., E]``."""
+        x = self.embed_values(values)
+        if self.positions is not None:
+            x = x + self.positions(positions).to(x.dtype)
+        return self.dropout(x)
+
+
+class _Embedding(_InputEmbedding):
     """Token embedding (times ``sqrt(E)`` if configured) + absolute positions + dropout."""
 
     def __init__(self, config: TransformerConfig, vocab_size: int, shared: nn.Embedding | None = None) -> None:
@@ -343,19 +368,10 @@ class _Embedding(nn.Module):
             std = config.d_model**-0.5 if config.scale_embeddings else 0.02
             nn.init.normal_(self.tokens.weight, std=std)
         self.scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
-        self.positions: nn.Module | None = None
-        if config.position == "sinusoidal":
-            self.positions = SinusoidalPositionalEmbedding(config.d_model)
-        elif config.position == "learned":
-            self.positions = LearnedPositionalEmbedding(config.max_positions, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self._add_positions(config)
 
-    def forward(self, ids: Tensor, positions: Tensor) -> Tensor:
-        """``ids`` ``[...]``, ``positions`` ``[...]`` -> ``[..., E]``."""
-        x = self.tokens(ids) * self.scale
-        if self.positions is not None:
-            x = x + self.positions(positions).to(x.dtype)
-        return self.dropout(x)
+    def embed_values(self, ids: Tensor) -> Tensor:
+        return self.tokens(ids) * self.scale
 
 
 class Vectors(NamedTuple):
@@ -403,26 +419,17 @@ def _check_vectors(inputs: Vectors | Tensor, num_features: int) -> tuple[Tensor,
     return features.masked_fill(~real[..., None], 0.0), lengths
 
 
-class _VectorEmbedding(nn.Module):
+class _VectorEmbedding(_InputEmbedding):
     """``Linear(F, E)`` of input vectors + absolute positions + dropout (the token embedding of an
     encoder that reads :class:`Vectors`)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.project = nn.Linear(config.input_features, config.d_model)
-        self.positions: nn.Module | None = None
-        if config.position == "sinusoidal":
-            self.positions = SinusoidalPositionalEmbedding(config.d_model)
-        elif config.position == "learned":
-            self.positions = LearnedPositionalEmbedding(config.max_positions, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        self._add_positions(config)
 
-    def forward(self, features: Tensor, positions: Tensor) -> Tensor:
-        """``features`` ``[..., F]``, ``positions`` ``[...]`` -> ``[..., E]``."""
-        x = self.project(features)
-        if self.positions is not None:
-            x = x + self.positions(positions).to(x.dtype)
-        return self.dropout(x)
+    def embed_values(self, features: Tensor) -> Tensor:
+        return self.project(features)
 
 
 class _Stack(nn.Module):
