@@ -294,11 +294,13 @@ def main(argv: list[str] | None = None) -> None:
     json_path = out / ("pos_tagging_quick.json" if args.quick else "pos_tagging.json")
     payload = json.loads(json_path.read_text()) if json_path.exists() else {"runs": []}
     models = {}
+    previous_settings = payload.get("settings", {})  # of the rows this invocation replaces
     for name in args.patterns:
         result, models[name] = run(args, name, data)
         settings = {k: v for k, v in vars(args).items() if k not in ("patterns", "out", "work_dir", "progress", "root")}
+        settings["char_boundaries"] = True  # CharCNN marks word starts and ends (runs before 2026-12-03 did not)
         row = {**asdict(result), "settings": settings}
-        replaced = [{"settings": payload.get("settings", {}), **r} for r in payload["runs"] if r["pattern"] == name]
+        replaced = [{"settings": previous_settings, **r} for r in payload["runs"] if r["pattern"] == name]
         payload.setdefault("earlier_runs", []).extend(replaced)  # kept, with their settings
         payload["runs"] = [r for r in payload["runs"] if r["pattern"] != name] + [row]
         payload["runs"].sort(key=lambda r: list(PATTERNS).index(r["pattern"]))

@@ -42,3 +42,13 @@ def test_readme_molecule_example_runs_and_matches_its_comments():
     with contextlib.redirect_stdout(printed):
         exec(compile(match.group(1), "README.md molecule example", "exec"), {})
     assert printed.getvalue().splitlines() == ["torch.Size([21, 9]) torch.Size([40, 3])", "torch.Size([3, 1])"]
+
+
+def test_readme_vector_inputs_example_runs_and_matches_its_comments():
+    text = README.read_text()
+    match = re.search(r"## Text, speech and images\n\n.*?```python\n(.*?)```", text, re.S)
+    assert match, "README.md lost its '## Text, speech and images' python block"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(match.group(1), "README.md vector example", "exec"), {})
+    assert printed.getvalue().splitlines() == ["torch.Size([8, 10])", "torch.Size([2, 10])"]
