@@ -567,3 +567,28 @@ def test_attention_weights_per_layer(norm_first: bool, generator) -> None:
     allowed[graph.row, graph.col] = True
     dense = scores.masked_fill(~allowed[..., None], float("-inf")).softmax(1)
     torch.testing.assert_close(weights, dense[graph.row, graph.col])
+
+
+def test_convolutional_input_of_vectors(generator) -> None:
+    """input_kernel=k: each node's input is a Conv1d over it and its neighbours (zeros beyond the
+    sequence), so a row alone equals the row in a padded batch."""
+    config = small_config(input_features=3, input_kernel=3, encoder_pattern="local(window=2)")
+    encoder = Encoder(config).to(DTYPE)
+    randomize(encoder, generator)
+    encoder.eval()
+    inputs = vector_batch([6, 4], 3, generator)
+    x, _, _ = encoder.embed(inputs)
+    conv = encoder.embedding.conv
+    row = inputs.features[1, :4]  # the second sequence, alone, zero beyond its ends
+    padded = torch.cat([torch.zeros(1, 3, dtype=DTYPE), row, torch.zeros(1, 3, dtype=DTYPE)])
+    by_hand = torch.stack([
+        conv.bias + sum(conv.weight[:, :, j] @ padded[i + j] for j in range(3)) for i in range(4)
+    ])
+    positions = encoder.embedding.positions(torch.arange(4)).to(DTYPE)
+    torch.testing.assert_close(x.view(2, 6, -1)[1, :4], by_hand + positions)
+    hidden = encoder(inputs)
+    torch.testing.assert_close(hidden[1, :4], encoder(inputs.features[1:, :4])[0])
+    with pytest.raises(ValueError, match="odd positive int"):
+        small_config(input_features=3, input_kernel=2)
+    with pytest.raises(ValueError, match="set input_features too"):
+        small_config(input_kernel=3)

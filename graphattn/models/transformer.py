@@ -114,6 +114,11 @@ class TransformerConfig:
             models built on the encoder) reads :class:`Vectors` of ``F`` values per node instead
             of token ids -- speech frames, pixels -- through ``Linear(F, E)`` in place of the
             token embedding (positions are added as for ids). ``None``: token ids.
+        input_kernel: with ``input_features``, the width ``k`` (odd) of a 1-D convolution along
+            the sequence that replaces ``Linear(F, E)`` (``k = 1``: the linear map): each node's
+            input vector is computed from it and its ``k // 2`` neighbours on each side -- the
+            local front-end of speech models. Padded slots count as zeros, so a sequence's
+            result does not depend on its batch.
         d_model: ``E``.
         num_heads: ``H``.
         num_layers: encoder layers (and decoder layers of a decoder-only model).
@@ -154,6 +159,7 @@ class TransformerConfig:
     vocab_size: int
     source_vocab_size: int | None = None
     input_features: int | None = None
+    input_kernel: int = 1
     d_model: int = 256
     num_heads: int = 4
     num_layers: int = 3
@@ -190,6 +196,10 @@ class TransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Expected '{name}' to be a positive int, got {value!r}")
+        if isinstance(self.input_kernel, bool) or not isinstance(self.input_kernel, int) or self.input_kernel < 1 or self.input_kernel % 2 == 0:
+            raise ValueError(f"Expected 'input_kernel' to be an odd positive int, got {self.input_kernel!r}")
+        if self.input_kernel > 1 and self.input_features is None:
+            raise ValueError("input_kernel > 1 convolves input vectors; set input_features too (token ids have no convolution)")
         for name in ("source_vocab_size", "input_features", "num_decoder_layers", "ff_dim"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
@@ -420,16 +430,26 @@ def _check_vectors(inputs: Vectors | Tensor, num_features: int) -> tuple[Tensor,
 
 
 class _VectorEmbedding(_InputEmbedding):
-    """``Linear(F, E)`` of input vectors + absolute positions + dropout (the token embedding of an
-    encoder that reads :class:`Vectors`)."""
+    """``Linear(F, E)`` of input vectors (or a 1-D convolution along the sequence with
+    ``input_kernel > 1``) + absolute positions + dropout (the token embedding of an encoder that
+    reads :class:`Vectors`)."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        self.project = nn.Linear(config.input_features, config.d_model)
+        self.project: nn.Linear | None = None
+        self.conv: nn.Conv1d | None = None
+        if config.input_kernel == 1:
+            self.project = nn.Linear(config.input_features, config.d_model)
+        else:
+            self.conv = nn.Conv1d(config.input_features, config.d_model, config.input_kernel,
+                                  padding=config.input_kernel // 2)
         self._add_positions(config)
 
     def embed_values(self, features: Tensor) -> Tensor:
-        return self.project(features)
+        """``[B, L, F]`` (padded slots zero) -> ``[B, L, E]``."""
+        if self.conv is None:
+            return self.project(features)
+        return self.conv(features.transpose(1, 2)).transpose(1, 2)
 
 
 class _Stack(nn.Module):
