@@ -40,8 +40,8 @@ Example:
     >>> roc_auc(torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0, 0, 1, 1]))  # one tie: half a pair
     0.875
     >>> metrics = evaluate_predictions(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [3.0]]), "regression")
-    >>> metrics.mean
-    {'rmse': 0.7071067811865476, 'mae': 0.5}
+    >>> {name: round(value, 6) for name, value in metrics.mean.items()}  # rmse = sqrt(1 / 2)
+    {'rmse': 0.707107, 'mae': 0.5}
 """
 from __future__ import annotations
 
