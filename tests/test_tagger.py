@@ -98,7 +98,7 @@ def test_tagger_errors() -> None:
         tagger(torch.tensor([[4, 5]]), torch.ones(1, 3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="right-padded"):
         tagger(torch.tensor([[0, 5]]), torch.ones(1, 2, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"word ids in \[0, 30\)"):
+    with pytest.raises(ValueError, match=r"ids in \[0, 29\] \(vocab_size = 30\)"):
         tagger(torch.tensor([[40, 5]]), torch.ones(1, 2, 2, dtype=torch.long))
 
 

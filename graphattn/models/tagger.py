@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphattn.graph import AttentionGraph
-from graphattn.models.transformer import Encoder, TransformerConfig, Vectors
+from graphattn.models.transformer import Encoder, TransformerConfig, Vectors, _check_ids, _lengths
 
 __all__ = ["CharCNN", "SequenceTagger"]
 
@@ -153,16 +153,9 @@ class SequenceTagger(nn.Module):
 
     def word_vectors(self, ids: Tensor, chars: Tensor | None = None) -> Vectors:
         """The encoder's input: ``Vectors(features [B, L, word_dim + char_filters], lengths [B])``."""
-        if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"Expected word ids as an integer tensor [B, L], got {ids.dtype} {list(ids.shape)}")
+        lengths = _lengths(ids, self.config.pad_id, "ids")  # checks [B, L] integer ids, right-padded
+        _check_ids(ids, self.config.vocab_size, "ids")
         real = ids != self.config.pad_id
-        lengths = real.sum(1)
-        if ids.size(1) and bool((real[:, 1:] & ~real[:, :-1]).any()):
-            raise ValueError(f"Expected right-padded ids: no real word after a pad_id ({self.config.pad_id})")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"Expected word ids in [0, {self.config.vocab_size}), got values in [{int(ids.min())}, {int(ids.max())}]"
-            )
         if self.training and self.word_dropout > 0:
             drop = real & (torch.rand(ids.shape, device=ids.device) < self.word_dropout)
             ids = ids.masked_fill(drop, self.unk_id)
