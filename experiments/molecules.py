@@ -42,6 +42,11 @@ Commands (full studies; from the repository root)::
     python experiments/molecules.py speed                        # 5-10 min
     python experiments/molecules.py <study> --quick              # smoke test: seconds, temp folder
 
+Every finished run is appended to ``<work-dir>/<study>_runs.jsonl`` with its settings; the same
+command started again (after an interruption, or with more ``--seeds``) reuses the runs it finds
+there and trains only the missing ones, so the multi-hour studies can be run a seed at a time
+(``--fresh`` trains everything again). Keep ``--work-dir`` on a disk that survives a reboot.
+
 ``--quick`` uses a handful of molecules, one epoch and a tiny model (each only where the flag
 is not given explicitly: ``--quick --hidden 64 --layers 6`` times full-size steps on a few
 molecules) and writes into ``<work-dir>/quick`` instead of ``experiments/results``.
@@ -81,7 +86,7 @@ from graphattn.models import (
     count_parameters,
 )
 from graphattn.property import TargetScaler, evaluate_predictions, train_property_model
-from graphattn.train import Callback, TrainConfig, fit, load_checkpoint, make_optimizer
+from graphattn.train import BudgetCosine, Callback, TrainConfig, fit, load_checkpoint, make_optimizer
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS = REPOSITORY / "experiments" / "results"
@@ -186,10 +191,53 @@ def progress(study: str, message: str) -> None:
     print(f"[molecules {study}] {message}", flush=True)
 
 
+# Flags that do not change what one run computes: a finished run is reused across them.
+RUN_INDEPENDENT_FLAGS = frozenset(
+    {"study", "func", "seeds", "models", "no_scaffold", "progress", "out", "work_dir", "data_dir", "fresh"}
+)
+
+
+def run_settings_key(args: argparse.Namespace) -> str:
+    """The settings that decide one run's result (model, data, training, threads -- wall-clock
+    budgets depend on them), as a canonical JSON string."""
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+                if k not in RUN_INDEPENDENT_FLAGS}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
 def log_run(args: argparse.Namespace, study: str, record: dict[str, Any]) -> None:
-    """Append a finished run to ``<work-dir>/<study>_runs.jsonl`` (kept if a long study stops early)."""
+    """Append a finished run to ``<work-dir>/<study>_runs.jsonl`` (kept if a long study stops early,
+    and reused by the next invocation with the same settings unless ``--fresh``)."""
+    record = record | {"settings_key": run_settings_key(args)}
     with open(args.work_dir / f"{study}_runs.jsonl", "a") as handle:
         handle.write(json.dumps(record, default=str) + "\n")
+
+
+def finished_run(args: argparse.Namespace, study: str, **identity: Any) -> dict[str, Any] | None:
+    """The last run logged in ``<work-dir>/<study>_runs.jsonl`` with these settings and identity
+    (e.g. ``label``, ``model``, ``seed``), or None (always None with ``--fresh``).
+
+    This is how a study of several hours spans several invocations: an interrupted study,
+    started again with the same command, trains only the runs it has not finished.
+    """
+    path = args.work_dir / f"{study}_runs.jsonl"
+    if args.fresh or not path.is_file():
+        return None
+    key, found = run_settings_key(args), None
+    for line_number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{path}, line {line_number}: not a JSON run record ({error}); remove the line "
+                             f"or run with --fresh") from error
+        if record.get("settings_key") == key and all(record.get(k) == v for k, v in identity.items()):
+            found = record
+    if found is not None:
+        progress(study, f"reusing the finished run {identity} from {path} (--fresh trains it again)")
+        found = {k: v for k, v in found.items() if k != "settings_key"}
+    return found
 
 
 # ============================================================================== settings
@@ -307,6 +355,9 @@ def run_property(
     skip_invalid: bool = False,
 ) -> dict[str, Any]:
     """One :func:`train_property_model` run; its ``metrics.json`` plus a few derived numbers."""
+    reused = finished_run(args, study, label=label, model=model, seed=seed)
+    if reused is not None:
+        return reused
     link_shared_cache(out_dir, shared_cache)
     progress(study, f"{label} seed {seed}: training ({model})")
     result = train_property_model(
@@ -499,27 +550,6 @@ def per_run_table(runs: list[dict[str, Any]], metrics: Sequence[str]) -> list[st
 
 
 # ============================================================================== study: ZINC
-class BudgetCosine:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then a cosine from 1 to 0
-    over the larger of two progress fractions, steps / ``total_steps`` and elapsed seconds /
-    ``seconds`` (no time limit when ``seconds`` is None): the rate reaches 0 when the first
-    limit is used up."""
-
-    def __init__(self, warmup: int, total_steps: int, seconds: float | None) -> None:
-        self.warmup, self.total_steps, self.seconds = warmup, max(1, total_steps), seconds
-        self.start: float | None = None
-
-    def __call__(self, step: int) -> float:
-        if self.start is None:
-            self.start = time.perf_counter()
-        if self.warmup and step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
-        if self.seconds:
-            progress = max(progress, (time.perf_counter() - self.start) / self.seconds)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 class WallClockBudget(Callback):
     """Stop training once ``seconds`` have passed since the start (None: never)."""
 
@@ -593,6 +623,9 @@ def zinc_config(args: argparse.Namespace) -> GraphTransformerConfig:
 def train_zinc_seed(
     seed: int, args: argparse.Namespace, graphs: dict[str, list], targets: dict[str, Tensor]
 ) -> dict[str, Any]:
+    reused = finished_run(args, "zinc", label="ZINC-12k fixed split", seed=seed)
+    if reused is not None:
+        return reused
     device = torch.device(args.device)
     config = zinc_config(args)
     torch.manual_seed(seed)
@@ -624,7 +657,8 @@ def train_zinc_seed(
         progress=args.progress, device=args.device, log_every=50,
     )
     optimizer = make_optimizer(model.parameters(), train_config)
-    schedule = BudgetCosine(args.warmup_epochs * steps_per_epoch, args.epochs * steps_per_epoch, seconds)
+    schedule = BudgetCosine(args.warmup_epochs * steps_per_epoch, total_steps=args.epochs * steps_per_epoch,
+                            seconds=seconds)
     budget = WallClockBudget(seconds)
     out_dir = args.work_dir / "zinc" / f"seed{seed}"
     budget_text = f"budget {args.budget_minutes:g} min" if args.budget_minutes else "no time budget"
@@ -1036,6 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--out", type=Path, default=None,
                         help="folder for molecules_<study>.{json,md} (default experiments/results; --quick: <work-dir>/quick)")
     common.add_argument("--progress", action="store_true", help="tqdm progress bars inside each run")
+    common.add_argument("--fresh", action="store_true",
+                        help="train every run again instead of reusing the finished runs logged in "
+                        "<work-dir>/<study>_runs.jsonl with the same settings")
     studies = parser.add_subparsers(dest="study", metavar="STUDY", required=True)
 
     esol = studies.add_parser("esol", parents=[common], help="ESOL random split (+ ogbg-molesol scaffold): RMSE")

@@ -183,3 +183,20 @@ def test_is_causal_works_for_image_patterns() -> None:
     assert PatternSpec.parse("grid2d(width=5, causal=True)").is_causal
     assert not PatternSpec.parse("grid2d(width=5)").is_causal
     assert not PatternSpec.parse("union(axial(width=6), grid2d(width=6))").is_causal
+
+
+def test_the_pattern_caches_are_bounded_by_edges_not_only_entries() -> None:
+    """Long documents meet many lengths: the built full patterns (L^2 edges each) must not pile up."""
+    from graphattn.patterns import spec as spec_module
+
+    cache = spec_module.GraphCache(max_entries=100, max_edges=10_000)
+    full = PatternSpec.parse("full")
+    for n in range(40, 80):  # 1,600 .. 6,241 edges each
+        graph = cache.get(("test", n), lambda n=n: full.build(n))
+        assert graph.num_edges == n * n
+        assert cache.edges <= 10_000
+    assert len(cache) <= 6
+    assert cache.get(("test", 79), lambda: pytest.fail("rebuilt a cached graph")).num_edges == 79 * 79
+    big = cache.get(("test", "big"), lambda: full.build(200))  # larger than the whole budget: built, not kept
+    assert big.num_edges == 40_000 and cache.edges <= 10_000
+    assert spec_module._PATTERNS.max_edges <= 1 << 24 and spec_module._MIXED_BATCHES.max_edges <= 1 << 24

@@ -739,3 +739,35 @@ def test_two_process_ddp_matches_a_single_process(tmp_path):
     assert len((out_dir / "metrics.jsonl").read_text().splitlines()) == len(ddp["history"])
     saved = torch.load(out_dir / "checkpoint.pt", weights_only=True)["model"]  # the unwrapped module's names
     assert sorted(saved) == sorted(model.state_dict()) and all(torch.equal(saved[k], v) for k, v in ddp["state_dict"].items())
+
+
+def test_fit_trains_in_train_mode_even_after_an_evaluation_in_eval_mode() -> None:
+    seen: list[bool] = []
+
+    def loss_fn(model, batch, state):
+        if state.training:
+            seen.append(model.training)
+        x, y = batch
+        return nn.functional.mse_loss(model(x), y)
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1))
+    model.eval()  # e.g. evaluated before training
+    data = [(torch.randn(3), torch.randn(1)) for _ in range(8)]
+    fit(model, data, loss_fn=loss_fn, config=TrainConfig(epochs=1, batch_size=4, progress=False, device="cpu"),
+        val_data=data[:4])
+    assert seen == [True, True]
+
+
+def test_budget_cosine_follows_steps_or_time_whichever_ends_first() -> None:
+    now = [0.0]
+    schedule = T.BudgetCosine(warmup=2, total_steps=102, seconds=10.0, clock=lambda: now[0])
+    assert schedule(0) == 0.5 and schedule(1) == 1.0  # warm-up (the clock starts here)
+    assert schedule(52) == pytest.approx(0.5)  # half the steps, no time used
+    now[0] = 7.5
+    assert schedule(52) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))  # time is further along
+    now[0] = 20.0
+    assert schedule(3) == 0.0
+    time_only = T.BudgetCosine(seconds=4.0, clock=lambda: now[0])
+    assert time_only(0) == 1.0
+    with pytest.raises(ValueError, match="budget"):
+        T.BudgetCosine(warmup=1)

@@ -32,6 +32,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -230,8 +231,57 @@ def as_pattern_spec(value: "PatternSpec | str") -> PatternSpec:
     )
 
 
-@functools.lru_cache(maxsize=256)
+class GraphCache:
+    """A least-recently-used cache of built graphs, bounded by entries **and by edges**.
+
+    Counting entries alone is not enough: a full pattern over 2,000 tokens has 4M edges (tens of
+    MB with its row index and the structures cached on it), so 256 of them -- one per sequence
+    length a long-document data set meets -- would pin tens of GB. A graph larger than
+    ``max_edges`` is built but not kept.
+    """
+
+    def __init__(self, max_entries: int, max_edges: int) -> None:
+        self.max_entries, self.max_edges = max_entries, max_edges
+        self._graphs: collections.OrderedDict[Any, AttentionGraph] = collections.OrderedDict()
+        self._edges = 0
+
+    def get(self, key: Any, build: Callable[[], AttentionGraph]) -> AttentionGraph:
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+            return graph
+        graph = build()
+        if graph.num_edges <= self.max_edges:
+            self._graphs[key] = graph
+            self._edges += graph.num_edges
+            while len(self._graphs) > self.max_entries or self._edges > self.max_edges:
+                _, dropped = self._graphs.popitem(last=False)
+                self._edges -= dropped.num_edges
+        return graph
+
+    def clear(self) -> None:
+        self._graphs.clear()
+        self._edges = 0
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    @property
+    def edges(self) -> int:
+        """Edges of the graphs kept."""
+        return self._edges
+
+
+# built patterns, and batches of sequences of mixed lengths (each at most ~2**24 edges kept in all)
+_PATTERNS = GraphCache(max_entries=256, max_edges=1 << 24)
+_MIXED_BATCHES = GraphCache(max_entries=64, max_edges=1 << 24)
+
+
 def _build_cached(spec: PatternSpec, num_queries: int, num_keys: int, device: torch.device) -> AttentionGraph:
+    return _PATTERNS.get((spec, num_queries, num_keys, device), lambda: _build(spec, num_queries, num_keys, device))
+
+
+def _build(spec: PatternSpec, num_queries: int, num_keys: int, device: torch.device) -> AttentionGraph:
     if spec.name in _COMBINATORS:
         graphs = [part.build(num_queries, num_keys, device=device) for part in spec.parts]
         if spec.name == "difference":
@@ -343,12 +393,14 @@ def sequence_batch(
     return _mixed_batch(spec, tuple(pairs), query_slots, key_slots, torch.device("cpu") if device is None else torch.device(device))
 
 
-@functools.lru_cache(maxsize=64)
 def _mixed_batch(
     spec: PatternSpec, pairs: tuple[tuple[int, int], ...], query_slots: int, key_slots: int, device: torch.device
 ) -> AttentionGraph:
-    graphs = [embed(spec.build(lq, lk, device=device), query_slots, key_slots) for lq, lk in pairs]
-    return AttentionGraph.batch(graphs)
+    def build() -> AttentionGraph:
+        graphs = [embed(spec.build(lq, lk, device=device), query_slots, key_slots) for lq, lk in pairs]
+        return AttentionGraph.batch(graphs)
+
+    return _MIXED_BATCHES.get((spec, pairs, query_slots, key_slots, device), build)
 
 
 def _lengths(values: Sequence[int] | Tensor, name: str) -> list[int]:

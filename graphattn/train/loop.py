@@ -288,6 +288,9 @@ class _Run:
     # ------------------------------------------------------------------ the loop
     def _train(self, progress: Any) -> None:
         state, plan, config = self.state, self.plan, self.config
+        # training mode (dropout on), whatever mode the model came in -- e.g. after an evaluation
+        # with model.eval(); validation switches to eval and back
+        self.model.train()
         for callback in self.callbacks:
             callback.on_train_start(state)
         if self._step_unvalidated() and self._validation_due(epoch_ended=state.batch_in_epoch == 0):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -9,7 +11,7 @@ import torch
 from graphattn.train._common import check_choice
 from graphattn.train.config import SCHEDULES, TrainConfig
 
-__all__ = ["lr_multiplier", "make_scheduler", "make_optimizer"]
+__all__ = ["lr_multiplier", "make_scheduler", "make_optimizer", "BudgetCosine"]
 
 _NEED_TOTAL_STEPS = ("linear", "cosine")  # the schedules that decay to 0 at the last step
 
@@ -76,3 +78,43 @@ def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimize
 def _check_total_steps(schedule: str, total_steps: int | None) -> None:
     if schedule in _NEED_TOTAL_STEPS and total_steps is None:
         raise ValueError(f"schedule={schedule!r} needs total_steps (the number of optimizer steps); got None")
+
+
+class BudgetCosine:
+    """Learning-rate multiplier (for ``torch.optim.lr_scheduler.LambdaLR``) for training to a
+    budget of steps, of wall-clock time, or of both: linear warm-up over ``warmup`` steps, then a
+    cosine from 1 to 0 over the larger of the two progress fractions, ``(step - warmup) /
+    (total_steps - warmup)`` and ``elapsed seconds / seconds`` -- the rate reaches 0 when the
+    first budget is used up (budgeted training, Li et al. 2020). The clock starts at the first
+    call.
+
+    Example:
+        >>> schedule = BudgetCosine(warmup=2, total_steps=6)
+        >>> [round(schedule(step), 3) for step in range(7)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+
+    def __init__(self, warmup: int = 0, *, total_steps: int | None = None, seconds: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"Expected warmup to be an int >= 0, got {warmup!r}")
+        if total_steps is None and not seconds:
+            raise ValueError("Expected a budget: total_steps, seconds or both")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"Expected total_steps >= 1, got {total_steps}")
+        if seconds is not None and seconds < 0:
+            raise ValueError(f"Expected seconds >= 0, got {seconds}")
+        self.warmup, self.total_steps, self.seconds, self.clock = warmup, total_steps, seconds, clock
+        self.start: float | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.start is None:
+            self.start = self.clock()
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = 0.0
+        if self.total_steps is not None:
+            progress = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+        if self.seconds:
+            progress = max(progress, (self.clock() - self.start) / self.seconds)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
