@@ -18,6 +18,15 @@ depend on the batch it is decoded in (given a model whose rows do not interact):
 right-padded and every length (``min_length``, n-grams, the repetition penalty's context) is
 the row's real length, and sampling can draw from one generator per example (``seed=[...]``).
 
+Non-autoregressive decoding (models of :mod:`graphattn.models.nat`) is here too:
+:func:`parallel_decode` (one parallel pass), :func:`mask_predict` (iterative re-masking of the
+least confident tokens, a length beam, early stopping), :func:`noisy_parallel_decode` (sampled
+lengths / fertilities rescored by an autoregressive teacher in one pass, :func:`teacher_scores`),
+:func:`ctc_decode` (CTC best path / beam search, Imputer-style refinement),
+:func:`levenshtein_decode` (delete / insert / fill iterations) and :func:`distill`
+(sequence-level knowledge distillation: the teacher decodes the training sources). They return
+:class:`NonAutoregressiveOutput`; every candidate is decoded independently of its batch.
+
 Example:
     >>> import torch
     >>> from graphattn.decoding import DecodingStart, generate
@@ -66,6 +75,17 @@ __all__ = [
     "apply_temperature",
     "apply_top_k",
     "apply_top_p",
+    # non-autoregressive decoding (graphattn.models.nat)
+    "NonAutoregressiveOutput",
+    "parallel_decode",
+    "mask_predict",
+    "remask_count",
+    "noisy_parallel_decode",
+    "teacher_scores",
+    "ctc_decode",
+    "distill",
+    "levenshtein_decode",
+    "insertion_decode",
 ]
 
 # Initial score of beams 2..num_beams of every example, so that the first step expands beam 1
@@ -984,3 +1004,686 @@ def _token_id(value: object, name: str, vocab_size: int) -> int:
     if value >= vocab_size:
         raise ValueError(f"Expected '{name}' in [0, V) = [0, {vocab_size}), got {value}")
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# Non-autoregressive decoding (graphattn.models.nat)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NonAutoregressiveOutput:
+    """What the non-autoregressive decoders return (:func:`parallel_decode`, :func:`mask_predict`,
+    :func:`noisy_parallel_decode`, :func:`ctc_decode`).
+
+    Attributes:
+        sequences: ``[B, T]`` int64 output tokens (no BOS / EOS), ``pad_id`` after each row's
+            length; ``T = max(lengths)`` (at least 1 column).
+        lengths: ``[B]`` int64 output lengths.
+        scores: ``[B]`` float: the mean log-probability of the output tokens under the NAT
+            (:func:`parallel_decode`, :func:`mask_predict`: the length-beam criterion;
+            :func:`ctc_decode`: of the chosen canvas path), or the autoregressive teacher's
+            log-likelihood of the output with EOS (:func:`noisy_parallel_decode`).
+        iterations: ``[B]`` int64 decoder passes run for the chosen candidate (mask-predict
+            and CTC refinement; early stopping makes it smaller than ``iterations``), or None.
+        candidates: ``[B, C, Tc]`` every candidate (length beam, NPD samples) when asked for,
+            else None; ``candidate_lengths`` ``[B, C]`` and ``candidate_scores`` ``[B, C]`` (the
+            selection criterion) with them.
+    """
+
+    sequences: Tensor
+    lengths: Tensor
+    scores: Tensor
+    iterations: Tensor | None = None
+    candidates: Tensor | None = None
+    candidate_lengths: Tensor | None = None
+    candidate_scores: Tensor | None = None
+
+
+def _ban_ids(logits: Tensor, banned: Sequence[int]) -> Tensor:
+    """``logits [..., V]`` -> float log-probabilities with the ``banned`` ids impossible."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if banned:
+        logits = logits.index_fill(-1, torch.tensor(list(banned), device=logits.device), -math.inf)
+    return logits.log_softmax(-1)
+
+
+def _check_nat(model: Any, what: str) -> None:
+    for name in ("encode", "decode", "predict_lengths", "candidate_lengths", "banned_ids"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(
+                f"{what} needs a graphattn.models.NonAutoregressiveTransformer (or a model with encode, decode, "
+                f"predict_lengths, candidate_lengths, banned_ids), got {type(model).__name__}"
+            )
+
+
+def _cut(model: Any, tokens: Tensor, token_log_probs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Padded outputs of decoded canvases ``tokens [N, T]`` (``lengths [N]`` real positions):
+    ``(sequences [N, T'], lengths [N], mean log-probability [N])``; a ``cut_at_end`` model's
+    output stops before its first END (whose log-probability still counts)."""
+    pad = model.config.pad_id
+    slots = tokens.size(1)
+    position = torch.arange(slots, device=tokens.device)
+    real = position < lengths[:, None]
+    counted = real
+    if getattr(model, "cuts_at_end", False):
+        is_end = (tokens == model.config.eos_id) & real
+        first = torch.where(is_end.any(1), is_end.float().argmax(1), lengths)
+        counted = position <= first[:, None]
+        counted &= real
+        lengths = first
+        real = position < lengths[:, None]
+    scores = (token_log_probs * counted).sum(1) / counted.sum(1).clamp(min=1)
+    sequences = torch.where(real, tokens, pad)
+    width = max(int(lengths.max()) if lengths.numel() else 0, 1)
+    return sequences[:, :width].contiguous(), lengths, scores
+
+
+@torch.no_grad()
+def parallel_decode(model: Any, src: Any) -> NonAutoregressiveOutput:
+    """Vanilla non-autoregressive decoding: the most probable length (or fertilities, or the
+    ``cut_at_end`` canvas), then every token the arg-max of one parallel decoder pass (a
+    masked-LM decoder reads ``[MASK]`` everywhere). Pad, BOS, ``[MASK]`` and (unless cutting at
+    END) EOS are never emitted.
+
+    Args:
+        model: a :class:`~graphattn.models.NonAutoregressiveTransformer` (``eval()`` it first).
+        src: ``[B, S]`` source ids, right-padded (or Vectors).
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: mean token log-probability).
+    """
+    _check_nat(model, "parallel_decode")
+    encoding = model.encode(src)
+    lengths, fertilities = model.predict_lengths(encoding)
+    tokens = None
+    if model.uses_tokens:
+        tokens = _all_masks(lengths, model.config.mask_id, model.config.pad_id)
+    copy = fertilities if model.nat.decoder_input == "fertility" else None
+    log_probs = _ban_ids(model.decode(encoding, lengths, tokens=tokens, fertilities=copy), model.banned_ids())
+    best, chosen = log_probs.max(-1)
+    sequences, out_lengths, scores = _cut(model, chosen, best, lengths)
+    return NonAutoregressiveOutput(sequences, out_lengths, scores, torch.ones_like(lengths))
+
+
+def _all_masks(lengths: Tensor, mask_id: int, pad_id: int) -> Tensor:
+    slots = int(lengths.max())
+    real = torch.arange(slots, device=lengths.device) < lengths[:, None]
+    return torch.where(real, mask_id, pad_id)
+
+
+def remask_count(length: int | Tensor, iteration: int, iterations: int) -> int | Tensor:
+    """Mask-Predict's schedule: at iteration ``t`` (``1 <= t < T``) the ``floor(n (T - t) / T)``
+    least confident of the ``n`` tokens are masked again and re-predicted (iteration 0 predicts
+    all ``n``).
+
+    Example:
+        >>> [remask_count(10, t, 4) for t in range(1, 4)]
+        [7, 5, 2]
+    """
+    return (length * (iterations - iteration)) // iterations
+
+
+def _refine(
+    model: Any, encoding: Any, lengths: Tensor, iterations: int, early_stop: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mask-Predict over candidates (rows of ``encoding``, lengths ``[N]``): ``(tokens [N, T],
+    token log-probabilities [N, T], passes run [N])``."""
+    mask_id, pad_id = model.config.mask_id, model.config.pad_id
+    banned = model.banned_ids()
+    count, slots = lengths.numel(), int(lengths.max())
+    device = lengths.device
+    real = torch.arange(slots, device=device) < lengths[:, None]
+    tokens = torch.where(real, mask_id, pad_id)
+    confidence = torch.zeros(count, slots, device=device, dtype=torch.promote_types(encoding.memory.dtype, torch.float32))
+    active = torch.ones(count, dtype=torch.bool, device=device)
+    passes = torch.zeros(count, dtype=torch.long, device=device)
+    for t in range(iterations):
+        if t == 0:
+            masked = real.clone()
+        else:
+            n = remask_count(lengths, t, iterations)  # [N]
+            order = confidence.masked_fill(~real, math.inf).argsort(dim=1, stable=True).argsort(1)  # rank, least confident first
+            masked = (order < n[:, None]) & real & active[:, None]
+            tokens = torch.where(masked, mask_id, tokens)
+        rows = active.nonzero().squeeze(1)
+        width = int(lengths[rows].max())
+        log_probs = _ban_ids(
+            model.decode(encoding.select(rows), lengths[rows], tokens=tokens[rows, :width]), banned
+        )  # [A, width, V]
+        best, chosen = log_probs.max(-1)
+        update = masked[rows, :width]
+        previous = tokens[rows, :width]
+        new_tokens = torch.where(update, chosen, previous)
+        tokens[rows, :width] = new_tokens
+        confidence[rows, :width] = torch.where(update, best, confidence[rows, :width])
+        passes[rows] += 1
+        if early_stop and t > 0:
+            unchanged = (new_tokens == output_before[rows, :width]).all(1)
+            active[rows[unchanged]] = False
+            if not bool(active.any()):
+                break
+        output_before = tokens.clone()
+    return tokens, confidence, passes
+
+
+@torch.no_grad()
+def mask_predict(
+    model: Any,
+    src: Any,
+    *,
+    iterations: int = 10,
+    length_beam: int = 1,
+    early_stop: bool = True,
+    return_candidates: bool = False,
+) -> NonAutoregressiveOutput:
+    """Mask-Predict (Ghazvininejad et al. 2019) with a conditional masked-LM NAT
+    (``decoder_input="mask"``).
+
+    For each of the ``length_beam`` most probable lengths ``n`` of a row (a candidate):
+    iteration 0 predicts every position from an all-``[MASK]`` input (arg-max token and its
+    probability); each iteration ``t = 1 .. T-1`` masks again the ``floor(n (T - t) / T)``
+    (:func:`remask_count`) tokens of lowest probability (ties: the earlier position) and
+    re-predicts them from the others, updating their tokens and probabilities (the others keep
+    theirs). With ``early_stop`` a candidate stops as soon as an iteration leaves its output
+    unchanged. The output is the candidate with the highest mean token log-probability (ties: the
+    more probable length). Each candidate is decoded independently of the others (and of the
+    batch).
+
+    Args:
+        model: a :class:`~graphattn.models.NonAutoregressiveTransformer` with ``decoder_input="mask"``.
+        src: ``[B, S]`` source ids, right-padded (or Vectors).
+        iterations: ``T >= 1`` (``T = 1``: one parallel pass, :func:`parallel_decode`).
+        length_beam: ``l >= 1`` candidate lengths per row.
+        early_stop: stop a candidate when its output no longer changes.
+        return_candidates: also return every candidate.
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: the chosen candidate's mean log-probability;
+        ``iterations``: its decoder passes).
+    """
+    _check_nat(model, "mask_predict")
+    if not getattr(model, "uses_tokens", False):
+        raise ValueError(
+            "mask_predict needs a conditional masked-LM NAT (NATConfig(decoder_input='mask')); this model reads "
+            f"{model.nat.decoder_input!r} decoder inputs -- use parallel_decode or noisy_parallel_decode"
+        )
+    iterations = _positive_int(iterations, "iterations")
+    length_beam = _positive_int(length_beam, "length_beam")
+    encoding = model.encode(src)
+    batch = encoding.lengths.numel()
+    candidates = model.candidate_lengths(encoding, length_beam)  # [B, l]
+    rows = torch.arange(batch, device=candidates.device).repeat_interleave(length_beam)
+    lengths = candidates.reshape(-1)
+    tokens, confidence, passes = _refine(model, encoding.select(rows), lengths, iterations, early_stop)
+    sequences, out_lengths, scores = _cut(model, tokens, confidence, lengths)
+    return _pick(sequences, out_lengths, scores, passes, batch, length_beam, return_candidates)
+
+
+def _pick(
+    sequences: Tensor, lengths: Tensor, scores: Tensor, passes: Tensor | None, batch: int, count: int, return_candidates: bool
+) -> NonAutoregressiveOutput:
+    """The best of every row's ``count`` candidates (rows ``b * count + c``); ties: the first."""
+    grid = scores.view(batch, count)
+    best = grid.argmax(1)  # the first maximum
+    chosen = torch.arange(batch, device=best.device) * count + best
+    width = max(int(lengths[chosen].max()) if batch else 0, 1)
+    out = NonAutoregressiveOutput(
+        sequences[chosen, :width].contiguous(), lengths[chosen], scores[chosen],
+        None if passes is None else passes[chosen],
+    )
+    if return_candidates:
+        out.candidates = sequences.view(batch, count, -1)
+        out.candidate_lengths = lengths.view(batch, count)
+        out.candidate_scores = grid
+    return out
+
+
+def _generators(seed: int | Sequence[int] | None, batch: int, device: torch.device) -> list[torch.Generator] | torch.Generator | None:
+    if seed is None:
+        return None
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return torch.Generator(device=device).manual_seed(seed)
+    seeds = list(seed)
+    if len(seeds) != batch:
+        raise ValueError(f"Expected one seed per example ({batch}), got {len(seeds)}")
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def _gumbel(shape: tuple[int, ...], generators, device: torch.device) -> Tensor:
+    """Gumbel noise ``[B, ...]`` (rows from their own generator when given one per example)."""
+    if isinstance(generators, list):
+        uniform = torch.stack([torch.rand(shape[1:], generator=g, device=device, dtype=torch.float64) for g in generators])
+    else:
+        uniform = torch.rand(shape, generator=generators, device=device, dtype=torch.float64)
+    return -torch.log(-torch.log(uniform.clamp(min=1e-300)))
+
+
+def _sample_candidates(model: Any, encoding: Any, samples: int, temperature: float, generators) -> tuple[Tensor, Tensor | None]:
+    """``(lengths [B, s], fertilities [B, s, S] or None)``: candidate 0 the arg-max, the others
+    drawn (Gumbel-max on ``log p / temperature``). The noise of a row depends only on its own
+    generator and real source length, never on the padding of its batch."""
+    batch = encoding.lengths.numel()
+    device = encoding.lengths.device
+    kind = model.nat.length
+    if kind in ("classifier", "offset"):
+        log_probs = model.length_log_probs(encoding)  # [B, K]
+        if kind == "classifier":
+            grid = torch.arange(log_probs.size(1), device=device).expand(batch, -1)
+        else:  # the 2M + 1 lengths S + offset, a width that does not depend on the batch
+            m = model.nat.max_offset
+            grid = encoding.lengths[:, None] + torch.arange(-m, m + 1, device=device)
+        choices = log_probs.gather(1, grid.clamp(min=0)).masked_fill(grid < 1, -math.inf)  # [B, G]
+        picked = choices.argmax(-1, keepdim=True)
+        if samples > 1:
+            noise = _gumbel((batch, samples - 1, choices.size(-1)), generators, device)
+            drawn = (choices.double()[:, None, :] / temperature + noise).argmax(-1)
+            picked = torch.cat([picked, drawn], 1)
+        return grid.gather(1, picked), None
+    if kind == "fertility":
+        log_probs = model.fertility_log_probs(encoding).double()  # [B, S, F + 1]
+        best = log_probs.argmax(-1)[:, None]  # [B, 1, S]
+        if samples > 1:
+            # noise laid out [B, S, s - 1, F + 1]: source position i's draws do not depend on S
+            noise = _gumbel((batch, log_probs.size(1), samples - 1, log_probs.size(2)), generators, device)
+            drawn = (log_probs[:, :, None] / temperature + noise).argmax(-1).transpose(1, 2)  # [B, s - 1, S]
+            best = torch.cat([best, drawn], 1)
+        fertilities = model._masked_fertilities(best, encoding.lengths[:, None])
+        return fertilities.sum(-1), fertilities
+    # uniform copy / cut at END: no distribution to sample from, so lengths L, L - 1, L + 1, ...
+    return model.candidate_lengths(encoding, samples), None
+
+
+def _select_source(src: Any, rows: Tensor) -> Any:
+    if isinstance(src, Tensor):
+        return src[rows.to(src.device)]
+    features, lengths = src  # Vectors
+    return type(src)(features[rows.to(features.device)], lengths[rows.to(lengths.device)])
+
+
+@torch.no_grad()
+def teacher_scores(teacher: Any, src: Any, hypotheses: Tensor, lengths: Tensor, *, length_normalize: bool = False) -> Tensor:
+    """The log-likelihood under an autoregressive ``teacher`` of every hypothesis followed by EOS,
+    in one teacher-forced pass.
+
+    Args:
+        teacher: an :class:`~graphattn.models.EncoderDecoder` (``teacher(src, tgt_in) -> logits``;
+            its ``config`` gives pad / BOS / EOS ids).
+        src: ``[N, S]`` the source of every hypothesis (or Vectors).
+        hypotheses: ``[N, T]`` target tokens (no BOS / EOS), right-padded.
+        lengths: ``[N]`` their lengths.
+        length_normalize: divide by ``length + 1`` (the scored tokens).
+
+    Returns:
+        ``[N]`` float: ``sum_t log p(y_t | y_<t, x)`` over ``y_1 .. y_n, EOS``.
+    """
+    cfg = teacher.config
+    count, slots = hypotheses.shape
+    device = hypotheses.device
+    position = torch.arange(slots + 1, device=device)
+    body = torch.cat([hypotheses, hypotheses.new_full((count, 1), cfg.pad_id)], 1)  # [N, T + 1]
+    tgt_out = torch.where(position < lengths[:, None], body, cfg.pad_id)
+    tgt_out = torch.where(position == lengths[:, None], cfg.eos_id, tgt_out)
+    tgt_in = torch.cat([hypotheses.new_full((count, 1), cfg.bos_id), tgt_out[:, :-1]], 1)
+    tgt_in = torch.where(position <= lengths[:, None], tgt_in, cfg.pad_id)
+    logits = teacher(src, tgt_in)
+    log_probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)  # [N, T + 1, V]
+    counted = position <= lengths[:, None]
+    picked = log_probs.gather(2, tgt_out[..., None]).squeeze(2)
+    scores = (picked * counted).sum(1)
+    return scores / (lengths + 1).to(scores.dtype) if length_normalize else scores
+
+
+@torch.no_grad()
+def noisy_parallel_decode(
+    model: Any,
+    teacher: Any,
+    src: Any,
+    *,
+    samples: int = 10,
+    temperature: float = 1.0,
+    iterations: int = 1,
+    length_normalize: bool = False,
+    seed: int | Sequence[int] | None = None,
+    return_candidates: bool = False,
+) -> NonAutoregressiveOutput:
+    """Noisy parallel decoding (Gu et al. 2018): ``samples`` candidates per row, each decoded in
+    parallel by the NAT, all rescored by an autoregressive teacher in **one** teacher-forced pass
+    (:func:`teacher_scores`); the best-scored candidate wins (ties: the earlier candidate).
+
+    Candidates: candidate 0 uses the most probable length (fertilities), so ``samples=1``
+    equals :func:`parallel_decode` (and :func:`mask_predict` with ``length_beam=1`` for a
+    masked-LM NAT); the others draw the length (``classifier`` / ``offset``) or every source
+    token's fertility (``fertility``) from the model's distribution sharpened by ``temperature``.
+    Models that predict no length (``uniform_copy``, ``cut_at_end``) try the lengths
+    ``L, L - 1, L + 1, ...`` instead.
+
+    Args:
+        model: a :class:`~graphattn.models.NonAutoregressiveTransformer` (eval mode).
+        teacher: an autoregressive :class:`~graphattn.models.EncoderDecoder` over the same
+            vocabularies (eval mode).
+        src: ``[B, S]`` source ids (or Vectors).
+        samples: ``s >= 1`` candidates per row.
+        temperature: of the sampling distribution (``> 0``).
+        iterations: Mask-Predict iterations per candidate for a masked-LM NAT (else ignored).
+        length_normalize: rank by the teacher's mean instead of total log-likelihood.
+        seed: ``None`` (torch's global RNG), an int (one generator for the batch), or one int per
+            example (then a row's result does not depend on its batch).
+        return_candidates: also return every candidate and its teacher score.
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: the teacher's score of the output).
+    """
+    _check_nat(model, "noisy_parallel_decode")
+    samples = _positive_int(samples, "samples")
+    temperature = _positive_float(temperature, "temperature")
+    iterations = _positive_int(iterations, "iterations")
+    if not callable(teacher) or not hasattr(teacher, "config"):
+        raise TypeError(f"Expected teacher to be an autoregressive EncoderDecoder, got {type(teacher).__name__}")
+    encoding = model.encode(src)
+    batch = encoding.lengths.numel()
+    device = encoding.lengths.device
+    generators = _generators(seed, batch, device)
+    lengths, fertilities = _sample_candidates(model, encoding, samples, temperature, generators)
+    rows = torch.arange(batch, device=device).repeat_interleave(samples)
+    lengths = lengths.reshape(-1)
+    expanded = encoding.select(rows)
+    if model.uses_tokens:
+        tokens, confidence, passes = _refine(model, expanded, lengths, iterations, early_stop=True)
+    else:
+        copy = fertilities.reshape(batch * samples, -1) if fertilities is not None and model.nat.decoder_input == "fertility" else None
+        log_probs = _ban_ids(model.decode(expanded, lengths, fertilities=copy), model.banned_ids())
+        confidence, tokens = log_probs.max(-1)
+        passes = torch.ones_like(lengths)
+    sequences, out_lengths, _ = _cut(model, tokens, confidence, lengths)
+    scores = teacher_scores(teacher, _select_source(src, rows), sequences, out_lengths, length_normalize=length_normalize)
+    return _pick(sequences, out_lengths, scores, passes, batch, samples, return_candidates)
+
+
+@torch.no_grad()
+def ctc_decode(model: Any, src: Any, *, beam_size: int = 1, iterations: int = 1, early_stop: bool = True) -> NonAutoregressiveOutput:
+    """Decode a :class:`~graphattn.models.CTCNAT`: best path (``beam_size=1``,
+    :func:`~graphattn.models.ctc_greedy_decode`) or prefix beam search
+    (:func:`~graphattn.models.ctc_beam_search`) over the canvas, repeats collapsed and blanks
+    dropped.
+
+    With ``iterations = T > 1`` (a model trained with ``imputer=True``): Imputer-style
+    refinement of the best path -- iteration ``t`` masks the ``floor(L (T - t) / T)`` least
+    confident of the ``L`` canvas positions (:func:`remask_count`) and re-predicts them from the
+    others; with ``early_stop`` a row stops when its path no longer changes; the final path is
+    collapsed.
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: mean log-probability of the chosen path;
+        with beam search, of the best path).
+    """
+    from graphattn.models.ctc import ctc_beam_search, ctc_collapse
+
+    beam_size = _positive_int(beam_size, "beam_size")
+    iterations = _positive_int(iterations, "iterations")
+    if not hasattr(model, "blank") or not callable(getattr(model, "encode", None)):
+        raise TypeError(f"ctc_decode needs a graphattn.models.CTCNAT, got {type(model).__name__}")
+    if iterations > 1 and beam_size > 1:
+        raise ValueError("Choose refinement (iterations > 1) or beam search (beam_size > 1), not both")
+    if iterations > 1 and not model.ctc.imputer:
+        raise ValueError("Refinement needs a CTCNAT trained with CTCNATConfig(imputer=True); use iterations=1")
+    encoding = model.encode(src)
+    log_probs, lengths = model.decode(encoding)
+    confidence, path = log_probs.max(-1)
+    real = torch.arange(path.size(1), device=path.device) < lengths[:, None]
+    active = torch.ones_like(lengths, dtype=torch.bool)
+    passes = torch.ones_like(lengths)
+    for t in range(1, iterations):
+        n = remask_count(lengths, t, iterations)
+        order = confidence.masked_fill(~real, math.inf).argsort(dim=1, stable=True).argsort(1)
+        masked = (order < n[:, None]) & real & active[:, None]
+        rows = active.nonzero().squeeze(1)
+        canvas = torch.where(masked, model.mask_id, path)
+        refined, _ = model.decode(encoding.select(rows), canvas[rows])
+        best, chosen = refined.max(-1)
+        update = masked[rows]
+        new_path = torch.where(update, chosen, path[rows])
+        unchanged = (new_path == path[rows]).all(1)
+        path[rows] = new_path
+        confidence[rows] = torch.where(update, best, confidence[rows])
+        passes[rows] += 1
+        if early_stop:
+            active[rows[unchanged]] = False
+            if not bool(active.any()):
+                break
+    scores = (confidence * real).sum(1) / real.sum(1).clamp(min=1)
+    if beam_size > 1:
+        labels = ctc_beam_search(log_probs, lengths, beam_size, blank=model.blank)
+    else:
+        labels = [ctc_collapse(row[:n], model.blank) for row, n in zip(path.tolist(), lengths.tolist())]
+    out_lengths = torch.tensor([len(x) for x in labels], dtype=torch.long, device=lengths.device)
+    sequences = torch.full((len(labels), max(int(out_lengths.max()) if labels else 0, 1)), model.config.pad_id,
+                           dtype=torch.long, device=lengths.device)
+    for i, row in enumerate(labels):
+        if row:
+            sequences[i, : len(row)] = torch.tensor(row, dtype=torch.long, device=lengths.device)
+    return NonAutoregressiveOutput(sequences, out_lengths, scores, passes)
+
+
+@torch.no_grad()
+def distill(
+    teacher: Decodable,
+    sources: Sequence[Sequence[int]] | Tensor,
+    *,
+    batch_size: int = 64,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    pad_id: int | None = None,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Sequence-level knowledge distillation (Kim & Rush 2016), the data step of NAT training:
+    the autoregressive ``teacher`` decodes every training source (greedy, or beam search with
+    ``num_beams``) and its outputs replace the references as the NAT's targets.
+
+    Sources are decoded in batches of similar length (sorted by length; every row is decoded
+    independently of its batch, so the order does not change the outputs).
+
+    Args:
+        teacher: an :class:`~graphattn.models.EncoderDecoder` (eval mode), or any
+            :class:`Decodable` over source ids.
+        sources: ``N`` source id lists (or ``[N, S]`` right-padded ids).
+        batch_size: sources per :func:`generate` call.
+        num_beams: 1 for greedy search.
+        max_new_tokens: the longest output (EOS included); default ``2 * max source length + 10``.
+        pad_id: the source padding id (default ``teacher.pad_id``, else 0).
+        progress: a tqdm bar over the batches.
+
+    Returns:
+        ``N`` target token lists without BOS / EOS, in the order of ``sources``; as training
+        pairs: ``[(src, [BOS] + out + [EOS]) for src, out in zip(sources, outputs)]``.
+    """
+    batch_size = _positive_int(batch_size, "batch_size")
+    pad = getattr(teacher, "pad_id", 0) if pad_id is None else pad_id
+    eos = getattr(teacher, "eos_id", None)
+    if isinstance(sources, Tensor):
+        if sources.dim() != 2:
+            raise ValueError(f"Expected sources as [N, S] ids or a list of id lists, got {list(sources.shape)}")
+        rows = [[int(v) for v in row if v != pad] for row in sources.tolist()]
+    else:
+        rows = [list(map(int, row)) for row in sources]
+    if any(not row for row in rows):
+        raise ValueError("Expected every source to have at least one token, got an empty one")
+    if not rows:
+        return []
+    longest = max(len(row) for row in rows)
+    max_new_tokens = 2 * longest + 10 if max_new_tokens is None else _positive_int(max_new_tokens, "max_new_tokens")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    device = next(iter(teacher.parameters())).device if hasattr(teacher, "parameters") else None
+    outputs: list[list[int]] = [[] for _ in rows]
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="distill", disable=not progress):
+        chunk = order[start:start + batch_size]
+        width = max(len(rows[i]) for i in chunk)
+        src = torch.full((len(chunk), width), pad, dtype=torch.long, device=device)
+        for r, i in enumerate(chunk):
+            src[r, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        result = generate(teacher, src, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        for r, (row, length) in enumerate(zip(result.sequences.tolist(), result.lengths.tolist())):
+            tokens = row[:length]
+            outputs[chunk[r]] = tokens[:-1] if tokens and eos is not None and tokens[-1] == eos else tokens
+    return outputs
+
+
+@torch.no_grad()
+def levenshtein_decode(
+    model: Any, src: Any, *, max_iterations: int = 10, max_length: int | None = None
+) -> NonAutoregressiveOutput:
+    """Iterative refinement with a :class:`~graphattn.models.LevenshteinTransformer`: from the
+    empty canvas ``[BOS, EOS]``, every iteration (1) deletes the tokens the deletion head marks,
+    (2) inserts as many ``[MASK]`` placeholders into every gap as the placeholder head predicts
+    (arg-max; the canvas capped at ``max_length`` tokens), (3) fills every placeholder with the
+    token head's arg-max. A row stops when an iteration leaves its output unchanged, or after
+    ``max_iterations``. Rows are decoded independently of the batch.
+
+    Args:
+        model: a :class:`~graphattn.models.LevenshteinTransformer` (eval mode).
+        src: ``[B, S]`` source ids (or Vectors).
+        max_iterations: ``>= 1``.
+        max_length: the longest output (default ``2 * S_b + 10`` for a source of ``S_b`` tokens).
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: mean log-probability of every output token
+        when it was written; ``iterations``: iterations run).
+    """
+    for name in ("encode", "states", "deletion_logits", "insertion_logits", "token_logits", "canvas"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(f"levenshtein_decode needs a graphattn.models.LevenshteinTransformer, got {type(model).__name__}")
+    max_iterations = _positive_int(max_iterations, "max_iterations")
+    encoding = model.encode(src)
+    batch = encoding.lengths.numel()
+    device = encoding.lengths.device
+    caps = [2 * s + 10 for s in encoding.lengths.tolist()] if max_length is None else [_positive_int(max_length, "max_length")] * batch
+    mask_id = model.config.mask_id
+    banned = model.banned_ids()
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    confidence: list[list[float]] = [[] for _ in range(batch)]
+    iterations = [0] * batch
+    active = list(range(batch))
+    for _ in range(max_iterations):
+        rows = torch.tensor(active, dtype=torch.long, device=device)
+        sub = encoding.select(rows)
+        before = [list(outputs[b]) for b in active]
+        # 1. deletion
+        canvas, lengths = model.canvas([outputs[b] for b in active], device)
+        delete = model.deletion_logits(model.states(sub, canvas, lengths)).argmax(-1).tolist()
+        for r, b in enumerate(active):
+            keep = [i for i in range(len(outputs[b])) if not delete[r][i + 1]]
+            outputs[b] = [outputs[b][i] for i in keep]
+            confidence[b] = [confidence[b][i] for i in keep]
+        # 2. placeholders
+        canvas, lengths = model.canvas([outputs[b] for b in active], device)
+        counts = model.insertion_logits(model.states(sub, canvas, lengths)).argmax(-1).tolist()
+        placed: list[list[int]] = []
+        for r, b in enumerate(active):
+            room = caps[b] - len(outputs[b])
+            row, scores = [], []
+            for k in range(len(outputs[b]) + 1):
+                add = min(counts[r][k], max(room, 0))
+                room -= add
+                row += [mask_id] * add
+                scores += [math.nan] * add
+                if k < len(outputs[b]):
+                    row.append(outputs[b][k])
+                    scores.append(confidence[b][k])
+            placed.append(row)
+            outputs[b], confidence[b] = row, scores
+        # 3. tokens
+        if any(mask_id in row for row in placed):
+            canvas, lengths = model.canvas(placed, device)
+            log_probs = _ban_ids(model.token_logits(model.states(sub, canvas, lengths)), banned)
+            best, chosen = log_probs.max(-1)
+            best, chosen = best.tolist(), chosen.tolist()
+            for r, b in enumerate(active):
+                for i, token in enumerate(outputs[b]):
+                    if token == mask_id:
+                        outputs[b][i] = chosen[r][i + 1]
+                        confidence[b][i] = best[r][i + 1]
+        still = []
+        for r, b in enumerate(active):
+            iterations[b] += 1
+            if outputs[b] != before[r]:
+                still.append(b)
+        active = still
+        if not active:
+            break
+    lengths = torch.tensor([len(o) for o in outputs], dtype=torch.long, device=device)
+    sequences = torch.full((batch, max(int(lengths.max()), 1)), model.config.pad_id, dtype=torch.long, device=device)
+    for b, row in enumerate(outputs):
+        if row:
+            sequences[b, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
+    scores = torch.tensor([sum(c) / len(c) if c else 0.0 for c in confidence], device=device)
+    return NonAutoregressiveOutput(sequences, lengths, scores, torch.tensor(iterations, dtype=torch.long, device=device))
+
+
+def insertion_decode(model: Any, src: Any, *, max_steps: int | None = None, max_length: int | None = None
+                     ) -> NonAutoregressiveOutput:
+    """Parallel decoding of an :class:`~graphattn.models.InsertionTransformer`: from the empty
+    canvas, every step scores every slot and inserts, all at once, the arg-max token of each slot
+    whose arg-max is not EOS (EOS = insert nothing); a row stops when no slot inserts anything,
+    when its output reaches ``max_length`` tokens (the first slots' insertions are kept), or
+    after ``max_steps`` steps. PAD, BOS and MASK are never inserted. Rows are decoded
+    independently of the batch.
+
+    Args:
+        model: an :class:`~graphattn.models.InsertionTransformer` (eval mode).
+        src: ``[B, S]`` source ids (or Vectors).
+        max_steps: the most insertion steps (default: ``max_length``).
+        max_length: the longest output (default ``2 * S_b + 10`` for a source of ``S_b`` tokens).
+
+    Returns:
+        :class:`NonAutoregressiveOutput` (``scores``: mean log-probability of the output tokens
+        when they were inserted; ``iterations``: decoder passes run, the final pass that inserts
+        nothing included).
+    """
+    for name in ("encode", "slot_logits", "canvas", "banned_ids"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(f"insertion_decode needs a graphattn.models.InsertionTransformer, got {type(model).__name__}")
+    encoding = model.encode(src)
+    batch = encoding.lengths.numel()
+    device = encoding.lengths.device
+    caps = ([2 * s + 10 for s in encoding.lengths.tolist()] if max_length is None
+            else [_positive_int(max_length, "max_length")] * batch)
+    steps_cap = max(caps) if max_steps is None else _positive_int(max_steps, "max_steps")
+    banned, eos = model.banned_ids(), model.config.eos_id
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    confidence: list[list[float]] = [[] for _ in range(batch)]
+    steps = [0] * batch
+    active = list(range(batch))
+    for _ in range(steps_cap):
+        if not active:
+            break
+        rows = torch.tensor(active, dtype=torch.long, device=device)
+        canvas, lengths = model.canvas([outputs[b] for b in active], device)
+        log_probs = _ban_ids(model.slot_logits(encoding.select(rows), canvas, lengths), banned)
+        best, chosen = log_probs.max(-1)
+        best, chosen = best.tolist(), chosen.tolist()
+        still = []
+        for r, b in enumerate(active):
+            steps[b] += 1
+            room = caps[b] - len(outputs[b])
+            row, scores, inserted = [], [], 0
+            for slot in range(len(outputs[b]) + 1):
+                token = chosen[r][slot]
+                if token != eos and inserted < room:
+                    row.append(token)
+                    scores.append(best[r][slot])
+                    inserted += 1
+                if slot < len(outputs[b]):
+                    row.append(outputs[b][slot])
+                    scores.append(confidence[b][slot])
+            outputs[b], confidence[b] = row, scores
+            if inserted and len(row) < caps[b]:
+                still.append(b)
+        active = still
+    lengths = torch.tensor([len(o) for o in outputs], dtype=torch.long, device=device)
+    sequences = torch.full((batch, max(int(lengths.max()), 1)), model.config.pad_id, dtype=torch.long, device=device)
+    for b, row in enumerate(outputs):
+        if row:
+            sequences[b, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
+    scores = torch.tensor([sum(c) / len(c) if c else 0.0 for c in confidence], device=device)
+    return NonAutoregressiveOutput(sequences, lengths, scores, torch.tensor(steps, dtype=torch.long, device=device))

@@ -15,6 +15,10 @@
 * :mod:`graphattn.data.lra`: Long-Range-Arena-style classification tasks generated offline --
   ListOps, byte-level genre classification of UD English-EWT documents, Pathfinder 32x32 and
   pixel-sequence shapes (or scikit-learn's digits) -- with padding collate.
+* :mod:`graphattn.data.geometry`: planar point sets uniform in the unit square with exact answers
+  for pointer networks -- convex hulls (scipy), optimal TSP tours (Held-Karp), Delaunay
+  triangles -- the pointer convention (0 = END, point i = i + 1), padding collate, and the
+  metrics of Vinyals et al. (exact accuracy, hull area coverage, tour length, invalid outputs).
 
 Submodules are imported on use (``from graphattn.data import algorithmic``).
 """

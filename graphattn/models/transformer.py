@@ -398,21 +398,21 @@ class Vectors(NamedTuple):
     lengths: Tensor
 
 
-def _check_vectors(inputs: Vectors | Tensor, num_features: int) -> tuple[Tensor, Tensor]:
+def _check_vectors(inputs: Vectors | Tensor, num_features: int, what: str = "vector features") -> tuple[Tensor, Tensor]:
     """``(features [B, L, F] with padded slots zeroed, lengths [B] int64)``; a bare float tensor
-    ``[B, L, F]`` is a batch of full rows."""
+    ``[B, L, F]`` is a batch of full rows. ``what`` names the input in error messages."""
     if isinstance(inputs, Tensor):
         features, lengths = inputs, None
     else:
         features, lengths = inputs
     if not isinstance(features, Tensor) or features.dim() != 3 or not features.dtype.is_floating_point:
         got = f"{features.dtype} {list(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"Expected vector features as a float tensor [B, L, F], got {got}")
+        raise ValueError(f"Expected {what} as a float tensor [B, L, F = {num_features}], got {got}")
     batch, slots, width = features.shape
     if width != num_features:
         raise ValueError(
-            f"Expected {num_features} features per vector (config.input_features), got {width} "
-            f"(features {list(features.shape)})"
+            f"Expected {num_features} features per vector (config.input_features) in {what}, got {width} "
+            f"(shape {list(features.shape)})"
         )
     if lengths is None:
         lengths = torch.full((batch,), slots, dtype=torch.long, device=features.device)

@@ -14,6 +14,13 @@
   :class:`LinformerAttention` and :class:`CompressedAttention`, kernelized
   :class:`LinearAttention` (elu+1) and :class:`PerformerAttention` (FAVOR+),
   :class:`SynthesizerAttention`; :class:`HeadGroups` gives each group of heads its own.
+* Hard attention (:mod:`graphattn.nn.hard`): :func:`hard_attention` / :class:`HardMultiheadAttention`
+  read the value of one key per query (argmax, or a sample trained with :func:`reinforce_loss`
+  and a :class:`MovingAverageBaseline`).
+* Guided attention (:mod:`graphattn.nn.guided`): :class:`LocationAwareAttention` (Chorowski et al.
+  2015: convolutional features of the previous alignment in the additive score),
+  :func:`monotonic_window_graph` (a monotonic window around the previous alignment, as a sparse
+  pattern) and :func:`diagonal_guide_loss` (Tachibana et al. 2017).
 * Positions (:mod:`graphattn.nn.positional`): sinusoidal and learned embeddings, T5 relative
   bias and ALiBi per edge, rotary (RoPE); for graphs Laplacian-eigenvector and random-walk
   encodings.
@@ -51,6 +58,24 @@ from graphattn.nn.efficient import (
     SynthesizerAttention,
 )
 from graphattn.nn.sinkhorn import SinkhornAttention
+from graphattn.nn.guided import (
+    AlignmentStep,
+    EncodedMemory,
+    LocationAwareAttention,
+    dense_alignment,
+    diagonal_guide_loss,
+    diagonal_guide_weights,
+    monotonic_window_graph,
+    step_graph,
+    window_center,
+)
+from graphattn.nn.hard import (
+    HardAttentionOutput,
+    HardMultiheadAttention,
+    MovingAverageBaseline,
+    hard_attention,
+    reinforce_loss,
+)
 
 __all__ = [
     "MultiheadAttention",
@@ -90,4 +115,20 @@ __all__ = [
     "LinearAttention",
     "PerformerAttention",
     "SynthesizerAttention",
+    # hard attention
+    "hard_attention",
+    "HardAttentionOutput",
+    "HardMultiheadAttention",
+    "reinforce_loss",
+    "MovingAverageBaseline",
+    # guided attention (graphattn.nn.guided)
+    "LocationAwareAttention",
+    "EncodedMemory",
+    "AlignmentStep",
+    "step_graph",
+    "monotonic_window_graph",
+    "window_center",
+    "dense_alignment",
+    "diagonal_guide_weights",
+    "diagonal_guide_loss",
 ]

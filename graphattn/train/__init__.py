@@ -14,7 +14,8 @@ extra logged values), one :class:`TrainConfig` passed whole:
   to, not equal to, the single-process value when ranks hold different token counts.)
 * **Schedules.** ``"constant"``, ``"linear"``, ``"cosine"`` and ``"inverse_sqrt"`` (Vaswani et al.
   2017) with linear warm-up, as a ``LambdaLR`` over optimizer steps (:func:`make_scheduler`).
-* **Validation, best model, early stopping.** Every ``eval_every`` steps (default: at each epoch
+* **Validation, best model, early stopping.** Training runs in train mode (:func:`fit` calls
+  ``model.train()``). Every ``eval_every`` steps (default: at each epoch
   end) and at the end, ``evaluate_fn(model, val_data)`` (default: the mean ``loss_fn`` over
   ``val_data``, :func:`evaluate`) returns metrics; ``monitor``/``mode`` choose the best,
   written to ``out_dir/best.pt``; ``patience`` validations without improvement stop training.
@@ -57,7 +58,7 @@ re-exported here, and ``__all__`` is the public API; modules starting with ``_``
 ``_common``     argument checks shared by the modules
 ``config``      :class:`TrainConfig`, :class:`TrainState`, :class:`FitResult`, :class:`Callback`,
                 :data:`SCHEDULES`, :data:`OPTIMIZERS`
-``schedules``   :func:`lr_multiplier`, :func:`make_scheduler`, :func:`make_optimizer`
+``schedules``   :func:`lr_multiplier`, :func:`make_scheduler`, :func:`make_optimizer`, :class:`BudgetCosine`
 ``devices``     :func:`move_to_device`, :func:`unwrap_model`
 ``distributed`` :class:`DistributedInfo`, :func:`init_distributed`, :func:`cleanup_distributed`,
                 :func:`find_free_port`
@@ -70,6 +71,8 @@ re-exported here, and ``__all__`` is the public API; modules starting with ``_``
 ``buckets``     :class:`LengthBuckets`, training batches of similar lengths
 ``seq2seq``     :class:`Seq2SeqBatch`, :class:`Seq2SeqCollator`, :func:`sequence_cross_entropy`,
                 :class:`ScheduledSampling`, :class:`Seq2SeqLoss`, :func:`corpus_bleu`
+``sequence_level`` :class:`SequenceLevelLoss` (REINFORCE on a sentence-level reward), :class:`MixerSchedule`,
+                :func:`sentence_bleu_reward`, :func:`greedy_decode`, :func:`validation_bleu`
 ==============  ====================================================================================
 
 Example:
@@ -96,7 +99,7 @@ from graphattn.train.devices import move_to_device, unwrap_model
 from graphattn.train.distributed import DistributedInfo, cleanup_distributed, find_free_port, init_distributed
 from graphattn.train.evaluation import evaluate
 from graphattn.train.loop import fit
-from graphattn.train.schedules import lr_multiplier, make_optimizer, make_scheduler
+from graphattn.train.schedules import BudgetCosine, lr_multiplier, make_optimizer, make_scheduler
 from graphattn.train.seq2seq import (
     SCHEDULED_SAMPLING_SCHEDULES,
     ScheduledSampling,
@@ -105,6 +108,14 @@ from graphattn.train.seq2seq import (
     Seq2SeqLoss,
     corpus_bleu,
     sequence_cross_entropy,
+)
+from graphattn.train.sequence_level import (
+    BASELINES,
+    MixerSchedule,
+    SequenceLevelLoss,
+    greedy_decode,
+    sentence_bleu_reward,
+    validation_bleu,
 )
 
 __all__ = [
@@ -121,6 +132,7 @@ __all__ = [
     "OPTIMIZERS",
     "lr_multiplier",
     "make_scheduler",
+    "BudgetCosine",
     "make_optimizer",
     # checkpoints
     "CheckpointInfo",
@@ -140,4 +152,11 @@ __all__ = [
     "SCHEDULED_SAMPLING_SCHEDULES",
     "Seq2SeqLoss",
     "corpus_bleu",
+    # sequence-level training
+    "SequenceLevelLoss",
+    "MixerSchedule",
+    "BASELINES",
+    "sentence_bleu_reward",
+    "greedy_decode",
+    "validation_bleu",
 ]
