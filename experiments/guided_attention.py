@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import math
 import random
 import sys
@@ -469,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     long = 0
     plot_examples = {"short": tests[1][short], "long": tests[3][long]}
     num_features = train_set[0].features.size(1)
-    command = " ".join(["python experiments/guided_attention.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "experiments/guided_attention.py", *(sys.argv[1:] if argv is None else argv)])
     payload = {
         "command": command, "budget_note": args.budget_note, "settings": asdict(settings),
         "data": {"train_utterances": len(train_set), "validation": len(validation_set),
