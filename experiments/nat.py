@@ -96,6 +96,7 @@ from graphattn.models import (
     uniform_fertilities,
 )
 from graphattn.train import BudgetCosine, Seq2SeqLoss, corpus_bleu, sequence_cross_entropy
+from graphattn.train.checkpoint import atomic_save
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAD, BOS, EOS, UNK, MASK = 0, 1, 2, 3, 4
@@ -218,8 +219,7 @@ def train(model: torch.nn.Module, loss_fn: Callable, pairs, args, seconds: float
             return saved["stats"] | {"reused": True}
     stats = _train(model, loss_fn, pairs, args, seconds, label)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "state": model.state_dict(), "stats": stats}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    atomic_save({"key": key, "state": model.state_dict(), "stats": stats}, path)
     return stats
 
 
