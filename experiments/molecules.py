@@ -85,7 +85,8 @@ from graphattn.models import (
     PygGNN,
     count_parameters,
 )
-from graphattn.property import TargetScaler, evaluate_predictions, train_property_model
+from graphattn.property import DESCRIPTORS, TargetScaler, evaluate_predictions, train_property_model
+from graphattn.train.config import SCHEDULES
 from graphattn.train import BudgetCosine, Callback, TrainConfig, fit, load_checkpoint, make_optimizer
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -130,7 +131,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "esol": dict(
         seeds=[0, 1, 2], hidden=64, layers=4, heads=4, dropout=0.1, attention_dropout=0.0, local_attention="bias",
         positional_encoding="random_walk", pe_size=16, pooling="mean", batch_size=32, lr=1e-3, epochs=200,
-        patience=40, models=["graph_transformer", *BASELINE_KINDS], molecules=None,
+        patience=40, models=["graph_transformer", *BASELINE_KINDS], molecules=None, weight_decay=0.0,
+        schedule="constant", warmup_epochs=0, descriptors="none",
     ),
     "zinc": dict(
         seeds=[0, 1, 2], hidden=64, layers=6, heads=4, dropout=0.0, attention_dropout=0.2, local_attention="bias",
@@ -141,7 +143,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "hiv": dict(
         seeds=[0, 1, 2], hidden=64, layers=4, heads=4, dropout=0.05, attention_dropout=0.0, local_attention="bias",
         positional_encoding="random_walk", pe_size=16, pooling="mean", batch_size=32, lr=5e-4, epochs=100,
-        patience=20, molecules=None,
+        patience=20, molecules=None, weight_decay=0.0, schedule="constant", warmup_epochs=0, descriptors="none",
     ),
     "speed": dict(
         seeds=[0], hidden=64, layers=6, heads=4, dropout=0.0, attention_dropout=0.2, local_attention="bias",
@@ -362,8 +364,9 @@ def run_property(
     progress(study, f"{label} seed {seed}: training ({model})")
     result = train_property_model(
         csv_path, smiles_col, [target], task=task, split=split, seed=seed, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, model=model, model_config=model_config,
-        featurizer="ogb", skip_invalid=skip_invalid, patience=args.patience, out_dir=out_dir,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, model=model, model_config=model_config, featurizer="ogb",
+        descriptors=None if args.descriptors == "none" else args.descriptors, skip_invalid=skip_invalid, patience=args.patience, out_dir=out_dir,
         device=args.device, progress=args.progress,
     )
     metrics = result.metrics
@@ -469,6 +472,22 @@ def study_esol(args: argparse.Namespace, data: Path) -> tuple[dict[str, Any], st
     return payload, esol_markdown(args, payload)
 
 
+def harness_description(args: argparse.Namespace) -> str:
+    """The optimizer, schedule and batch of a train_property_model study, in words."""
+    schedule = "constant" if args.schedule == "constant" else f"{args.schedule} schedule over {args.epochs} epochs"
+    if args.warmup_epochs:
+        schedule += f" after {args.warmup_epochs} warm-up epochs"
+    decay = f"weight decay {args.weight_decay:g}" if args.weight_decay else "no weight decay"
+    return f"AdamW lr {args.lr} {schedule}, {decay}, batch {args.batch_size}, <= {args.epochs} epochs"
+
+
+def descriptor_note(args: argparse.Namespace) -> str:
+    if args.descriptors == "none":
+        return ""
+    return (f", RDKit 2D descriptors ({args.descriptors}, CDF-normalized on the training molecules) joined to the "
+            f"pooled vector")
+
+
 def stopping(patience: int | None, metric: str) -> str:
     if patience is None:
         return "no early stopping"
@@ -478,11 +497,10 @@ def stopping(patience: int | None, metric: str) -> str:
 def esol_markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
     runs, summary = payload["runs"], payload["summary"]
     lines = [
-        f"Harness: `graphattn.property.train_property_model` (MSE on standardized targets, AdamW lr {args.lr} "
-        f"constant, no weight decay, batch {args.batch_size}, <= {args.epochs} epochs, "
-        f"{stopping(args.patience, 'RMSE')}, best validation checkpoint tested). Our model: "
-        f"{model_description(args)}. Baselines: PyG GINEConv / GCNConv / GATConv in `PygGNN`, same width, depth, "
-        f"dropout and pooling, no positional encoding. Random split: seeded by the run's seed (so each seed is a new "
+        f"Harness: `graphattn.property.train_property_model` (MSE on standardized targets, "
+        f"{harness_description(args)}, {stopping(args.patience, 'RMSE')}, best validation checkpoint tested). "
+        f"Our model: {model_description(args)}. Baselines: PyG GINEConv / GCNConv / GATConv in `PygGNN`, same width, "
+        f"depth, dropout, pooling{descriptor_note(args)}, no positional encoding. Random split: seeded by the run's seed (so each seed is a new "
         f"split and a new initialization); scaffold: OGB's ogbg-molesol split files (fixed; the seed changes the "
         f"initialization only).",
         "",
@@ -838,9 +856,9 @@ def hiv_markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
     summary, split = payload["summary"], payload["split"]
     sizes = split["sizes_before_skipping"]
     lines = [
-        f"Harness: `graphattn.property.train_property_model` (binary cross-entropy, AdamW lr {args.lr} constant, no "
-        f"weight decay, batch {args.batch_size}, <= {args.epochs} epochs, {stopping(args.patience, 'ROC-AUC')}, "
-        f"best validation checkpoint tested). Model: {model_description(args)}; "
+        f"Harness: `graphattn.property.train_property_model` (binary cross-entropy, {harness_description(args)}, "
+        f"{stopping(args.patience, 'ROC-AUC')}, best validation checkpoint tested). Model: "
+        f"{model_description(args)}{descriptor_note(args)}; "
         f"OGB featurizer. Split: OGB's scaffold split recomputed over every row, {sizes[0]} / {sizes[1]} / {sizes[2]} "
         f"(matches OGB's 32901 / 4113 / 4113: {'yes' if split['matches_ogb_32901_4113_4113'] else 'no'}); the "
         f"SMILES that today's RDKit rejects are then skipped (reported in each run's metrics.json).",
@@ -1053,6 +1071,16 @@ def _model_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> N
             help=f"epochs without a better validation metric before stopping (default {d['patience'] or 'none'})")
 
 
+def _harness_flags(parser: argparse.ArgumentParser) -> None:
+    """Training options of the train_property_model studies (ESOL, HIV)."""
+    add = parser.add_argument
+    add("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
+    add("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule over --epochs (default constant)")
+    add("--warmup-epochs", type=int, default=None, help="linear warm-up epochs (default 0)")
+    add("--descriptors", choices=("none", *DESCRIPTORS), default=None,
+        help="molecule-level RDKit descriptors for every model (default none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1094,6 +1122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     hiv = studies.add_parser("hiv", parents=[common], help="ogbg-molhiv OGB scaffold split: ROC-AUC")
     _model_flags(hiv, DEFAULTS["hiv"])
+    for study in (esol, hiv):
+        _harness_flags(study)
 
     speed = studies.add_parser("speed", parents=[common], help="training-epoch time vs PyG GPSConv on ZINC")
     _model_flags(speed, DEFAULTS["speed"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "non_negative_int", "positive_float"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float"]
 
 
 def _integer(text: str, what: str) -> int:
@@ -31,12 +31,27 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """``"0.5"`` -> 0.5; zero, negatives, inf / nan and non-numbers are argparse errors."""
+def _finite(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a {what} number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``"0.5"`` -> 0.5; zero, negatives, inf / nan and non-numbers are argparse errors."""
+    value = _finite(text, "positive")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """``"0"`` -> 0.0; negatives, inf / nan and non-numbers are argparse errors."""
+    value = _finite(text, "non-negative")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
     return value

@@ -65,6 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from graphattn.train.config import SCHEDULES
+
+from graphattn._argtypes import non_negative_float as _non_negative_float
 from graphattn._argtypes import non_negative_int as _non_negative_int
 from graphattn._argtypes import positive_float as _positive_float
 from graphattn._argtypes import positive_int as _positive_int
@@ -72,12 +75,14 @@ from graphattn._argtypes import positive_int as _positive_int
 if TYPE_CHECKING:  # pragma: no cover
     from torch_geometric.data import Data
 
+    from graphattn.data.descriptors import DescriptorScaler
     from graphattn.data.molecule_datasets import MoleculeDataset, SkippedRow, Split
 
 __all__ = [
     "MODELS",
     "SPLITS",
     "TASKS",
+    "DESCRIPTORS",
     "TargetScaler",
     "PropertyMetrics",
     "PropertyModel",
@@ -95,6 +100,8 @@ __all__ = [
 MODELS = ("graph_transformer", "gin", "gcn", "gat", "gps")
 """Model kinds of :func:`train_property_model`: our graph transformer, or a PyG baseline."""
 SPLITS = ("random", "scaffold")
+DESCRIPTORS = ("rdkit2d",)
+"""Molecule-level input features of :func:`train_property_model` (``descriptors=``)."""
 """Named splits; any other ``split`` is the path of an index file or split folder."""
 TASKS = ("regression", "classification")
 
@@ -104,7 +111,7 @@ MODEL_FILE, CONFIG_FILE, METRICS_FILE, SPLIT_FILE = "model.pt", "config.json", "
 NCI_SOURCE = "rdkit:Data/NCI/first_5k.tpsa.csv"
 
 # the settings train_property_model chooses from the data, not from model_config
-_DATA_SETTINGS = ("num_tasks", "task_level", "featurizer", "atom_feature_dims", "bond_feature_dims")
+_DATA_SETTINGS = ("num_tasks", "task_level", "featurizer", "atom_feature_dims", "bond_feature_dims", "graph_feature_dim")
 _GRAPH_TRANSFORMER_DEFAULTS = {"hidden_dim": 64, "num_heads": 4, "num_layers": 4}
 _BASELINE_DEFAULTS = {"hidden": 64, "layers": 4}
 
@@ -351,7 +358,9 @@ def evaluate_predictions(
 
 
 # ====================================================================== models
-def _model_settings(kind: str, overrides: dict[str, Any], *, featurizer: str, num_tasks: int) -> dict[str, Any]:
+def _model_settings(
+    kind: str, overrides: dict[str, Any], *, featurizer: str, num_tasks: int, graph_feature_dim: int = 0
+) -> dict[str, Any]:
     """The complete, JSON-friendly constructor settings of model ``kind``."""
     from graphattn.models import GraphTransformerConfig, PygGNN
 
@@ -363,7 +372,7 @@ def _model_settings(kind: str, overrides: dict[str, Any], *, featurizer: str, nu
     if fixed:
         raise ValueError(
             f"model_config may not set {fixed}: train_property_model sets them from the data (pass "
-            f"featurizer=... to choose the featurizer)"
+            f"featurizer=... to choose the featurizer, descriptors=... for molecule-level features)"
         )
     if kind == "graph_transformer":
         allowed = {f.name for f in dataclasses.fields(GraphTransformerConfig)} - set(_DATA_SETTINGS)
@@ -374,7 +383,9 @@ def _model_settings(kind: str, overrides: dict[str, Any], *, featurizer: str, nu
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ValueError(f"Unknown model_config keys {unknown} for model {kind!r}; expected a subset of {sorted(allowed)}")
-    settings = {**defaults, **overrides, "featurizer": featurizer, "num_tasks": num_tasks}
+    settings = {
+        **defaults, **overrides, "featurizer": featurizer, "num_tasks": num_tasks, "graph_feature_dim": graph_feature_dim,
+    }
     if kind == "graph_transformer":
         return GraphTransformerConfig.from_dict(settings).to_dict()
     return dict(PygGNN(kind, **settings).settings)
@@ -400,6 +411,57 @@ def _with_positional_encoding(graphs: Iterator["Data"] | Sequence["Data"], setti
         return list(graphs)
     transform = AddGraphPositionalEncoding(kind, settings["pe_size"])
     return [transform(graph) for graph in graphs]
+
+
+def _with_descriptors(
+    graphs: Sequence["Data"], scaler: "DescriptorScaler | None", raw: Tensor | None = None
+) -> Sequence["Data"]:
+    """The graphs with ``graph_features`` ``[1, D]``: their RDKit descriptors (``raw`` ``[M, D]``,
+    else computed from each graph's ``smiles``) normalized by ``scaler``; unchanged without one."""
+    if scaler is None:
+        return graphs
+    from graphattn.data.descriptors import descriptor_matrix
+
+    if raw is None:
+        missing = [index for index, graph in enumerate(graphs) if not isinstance(getattr(graph, "smiles", None), str)]
+        if missing:
+            raise ValueError(
+                f"The model uses RDKit descriptors, computed from each graph's 'smiles' attribute, but graph "
+                f"{missing[0]} has none; use PropertyModel.predict(smiles), or graphs of a MoleculeDataset"
+            )
+        raw = descriptor_matrix([graph.smiles for graph in graphs])
+    features = scaler.transform(raw)  # [M, D]
+    out = []
+    for graph, row in zip(graphs, features):
+        graph = graph.clone()
+        graph.graph_features = row.unsqueeze(0)
+        out.append(graph)
+    return out
+
+
+def _dataset_descriptors(dataset: "MoleculeDataset", cache_dir: Path, progress: bool) -> Tensor:
+    """RDKit descriptors ``float64 [M, D]`` of every molecule of ``dataset``, cached in ``cache_dir``
+    (keyed by the SMILES, the descriptor names and the RDKit version)."""
+    import hashlib
+
+    from rdkit import __version__ as rdkit_version
+
+    from graphattn.data.descriptors import descriptor_matrix, descriptor_names
+    from graphattn.train.checkpoint import atomic_save
+
+    names = descriptor_names()
+    digest = hashlib.sha256(json.dumps([rdkit_version, names, dataset.smiles]).encode()).hexdigest()[:24]
+    path = cache_dir / f"descriptors.{digest}.pt"
+    if path.is_file():
+        try:
+            values = torch.load(path, weights_only=True)
+            if isinstance(values, Tensor) and values.shape == (len(dataset), len(names)):
+                return values
+        except Exception as error:  # unreadable: compute again
+            warnings.warn(f"Ignoring the unreadable descriptor cache {path} ({error}); computing again", stacklevel=3)
+    values = descriptor_matrix(dataset.smiles, progress=progress)
+    atomic_save(values, path)
+    return values
 
 
 def _collate(graphs: list["Data"]) -> Any:
@@ -439,6 +501,8 @@ class PropertyModel:
         featurizer: ``"ogb"`` or ``"zinc"``.
         scaler: the training targets' :class:`TargetScaler` (regression), else ``None``.
         smiles_col: the SMILES column of the training file (the default of :func:`predict_csv`).
+        descriptor_scaler: the :class:`~graphattn.data.descriptors.DescriptorScaler` of a model
+            trained with RDKit descriptors as molecule-level inputs, else ``None``.
     """
 
     def __init__(
@@ -452,6 +516,7 @@ class PropertyModel:
         featurizer: str,
         scaler: TargetScaler | None,
         smiles_col: str = "smiles",
+        descriptor_scaler: "DescriptorScaler | None" = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"Expected task to be one of {TASKS}, got {task!r}")
@@ -465,6 +530,7 @@ class PropertyModel:
         self.featurizer = featurizer
         self.scaler = scaler
         self.smiles_col = smiles_col
+        self.descriptor_scaler = descriptor_scaler
 
     @property
     def num_parameters(self) -> int:
@@ -481,11 +547,15 @@ class PropertyModel:
 
     def predict_graphs(self, graphs: Sequence["Data"], *, batch_size: int = 256) -> Tensor:
         """Predictions ``[N, T]`` for featurized molecules (``Data`` from ``smiles_to_graph``
-        with this model's featurizer, or a :class:`~graphattn.data.molecule_datasets.MoleculeDataset`)."""
+        with this model's featurizer, or a :class:`~graphattn.data.molecule_datasets.MoleculeDataset`).
+        A model trained with descriptors computes them from each graph's ``smiles`` attribute
+        (graphs of a ``MoleculeDataset`` have it), unless ``graph_features`` are attached already."""
         _check_positive(batch_size, "batch_size")
         if len(graphs) == 0:
             return torch.empty(0, len(self.target_names))
         prepared = _with_positional_encoding(iter(graphs), self.settings)
+        if self.descriptor_scaler is not None and not all(hasattr(graph, "graph_features") for graph in prepared):
+            prepared = list(_with_descriptors(prepared, self.descriptor_scaler))
         return self.outputs_to_predictions(_raw_outputs(self.module, prepared, batch_size))
 
     def predict(self, smiles: Sequence[str], *, batch_size: int = 256) -> Tensor:
@@ -523,6 +593,7 @@ class PropertyModel:
             "target_mean": list(self.scaler.mean) if self.scaler is not None else None,
             "target_std": list(self.scaler.std) if self.scaler is not None else None,
             "smiles_col": self.smiles_col,
+            "descriptors": self.descriptor_scaler.state() if self.descriptor_scaler is not None else None,
         }
 
     def save(self, path: PathLike) -> Path:
@@ -565,6 +636,12 @@ def load_property_model(model_dir: PathLike, *, device: str | torch.device = "cp
     module = _build_model(payload["model"], payload["settings"])
     module.load_state_dict(payload["state_dict"])
     module.to(device).eval()
+    descriptor_scaler = None
+    if payload.get("descriptors") is not None:
+        from graphattn.data.descriptors import DescriptorScaler
+
+        descriptor_scaler = DescriptorScaler.from_state(payload["descriptors"])
+        descriptor_scaler.check_names()
     scaler = None
     if payload["target_mean"] is not None:
         scaler = TargetScaler(tuple(payload["target_mean"]), tuple(payload["target_std"]))
@@ -577,6 +654,7 @@ def load_property_model(model_dir: PathLike, *, device: str | torch.device = "cp
         featurizer=payload["featurizer"],
         scaler=scaler,
         smiles_col=payload.get("smiles_col") or "smiles",
+        descriptor_scaler=descriptor_scaler,
     )
 
 
@@ -716,9 +794,13 @@ def train_property_model(
     epochs: int = 30,
     batch_size: int = 32,
     lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    warmup_epochs: int = 0,
     model: str = "graph_transformer",
     model_config: dict[str, Any] | None = None,
     featurizer: str = "ogb",
+    descriptors: str | None = None,
     skip_invalid: bool = False,
     patience: int | None = 10,
     out_dir: PathLike = "graphattn-molecules",
@@ -728,8 +810,9 @@ def train_property_model(
     """Train a molecule property model on a CSV and evaluate it on a held-out test set.
 
     Steps: featurize (cached in ``out_dir/cache``); split; standardize regression targets with
-    the training statistics; train with :func:`graphattn.train.fit` on :func:`masked_loss`
-    (AdamW, constant ``lr``), validating at each epoch end and stopping after ``patience``
+    the training statistics; optionally compute RDKit descriptors and fit their normalization on
+    the training molecules; train with :func:`graphattn.train.fit` on :func:`masked_loss`
+    (AdamW, ``lr`` under ``schedule``), validating at each epoch end and stopping after ``patience``
     validations without improvement; reload the best checkpoint; evaluate it on the test set in
     the original units; write the files listed in :mod:`graphattn.property`.
 
@@ -750,7 +833,12 @@ def train_property_model(
         fractions: ``(train, valid, test)`` for the random and scaffold splits.
         seed: seeds the random split, the initial weights and the training order (the global
             ``torch`` / ``numpy`` / ``random`` generators are reseeded, as :func:`~graphattn.train.fit` does).
-        epochs, batch_size, lr: training length, molecules per step, AdamW learning rate.
+        epochs, batch_size, lr: training length, molecules per step, AdamW (peak) learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        schedule: learning-rate schedule over all ``epochs`` (one of
+            :data:`graphattn.train.SCHEDULES`; ``"cosine"`` decays to 0 at the last epoch, so early
+            stopping ends it sooner).
+        warmup_epochs: epochs of linear warm-up before the schedule.
         model: one of :data:`MODELS`.
         model_config: settings of the model that override the defaults: fields of
             :class:`~graphattn.models.GraphTransformerConfig` (default ``hidden_dim=64,
@@ -758,6 +846,10 @@ def train_property_model(
             :class:`~graphattn.models.PygGNN` (default ``hidden=64, layers=4``). The number of
             tasks and the featurizer come from the data.
         featurizer: ``"ogb"`` or ``"zinc"``.
+        descriptors: ``"rdkit2d"``: RDKit's 2D descriptors of every molecule
+            (:mod:`graphattn.data.descriptors`, CDF-normalized with the training molecules' statistics)
+            join the pooled molecule vector before the head, as chemprop's ``rdkit_2d_normalized``;
+            ``None`` (default): atoms and bonds only.
         skip_invalid: skip (and report) rows whose SMILES RDKit rejects instead of raising.
         patience: validations (epochs) without improvement before stopping; ``None`` = never.
         out_dir: output folder (created).
@@ -785,6 +877,10 @@ def train_property_model(
         _check_positive(value, name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"Expected seed to be a non-negative int, got {seed!r}")
+    if descriptors is not None and descriptors not in DESCRIPTORS:
+        raise ValueError(f"Unknown descriptors {descriptors!r}; expected None or one of {', '.join(map(repr, DESCRIPTORS))}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(f"Expected warmup_epochs to be a non-negative int, got {warmup_epochs!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -798,16 +894,32 @@ def train_property_model(
     train_set, valid_set, test_set = dataset.split(parts)
     names = list(dataset.target_names)
     scaler = TargetScaler.fit(train_set.y) if task == "regression" else None
+    descriptor_scaler, raw_descriptors = None, None
+    if descriptors is not None:
+        from graphattn.data.descriptors import DescriptorScaler
 
-    settings = _model_settings(model, dict(model_config or {}), featurizer=featurizer, num_tasks=len(names))
+        raw_descriptors = _dataset_descriptors(dataset, out_dir / "cache", progress)  # [M, D]
+        descriptor_scaler = DescriptorScaler.fit(raw_descriptors[parts.train])
+
+    settings = _model_settings(
+        model, dict(model_config or {}), featurizer=featurizer, num_tasks=len(names),
+        graph_feature_dim=descriptor_scaler.num_features if descriptor_scaler is not None else 0,
+    )
     torch.manual_seed(seed)  # the initial weights
     module = _build_model(model, settings)
     property_model = PropertyModel(
         module, kind=model, settings=settings, task=task, target_names=names, featurizer=featurizer, scaler=scaler,
-        smiles_col=smiles_col,
+        smiles_col=smiles_col, descriptor_scaler=descriptor_scaler,
     )
-    train_graphs = _with_positional_encoding(iter(train_set), settings)
-    valid_graphs = _with_positional_encoding(iter(valid_set), settings)
+
+    def prepared(part: "MoleculeDataset", positions: Tensor) -> list["Data"]:
+        graphs = _with_positional_encoding(iter(part), settings)
+        raw = raw_descriptors[positions] if raw_descriptors is not None else None
+        return list(_with_descriptors(graphs, descriptor_scaler, raw))
+
+    train_graphs = prepared(train_set, parts.train)
+    valid_graphs = prepared(valid_set, parts.valid)
+    test_graphs = prepared(test_set, parts.test)
     valid_y = valid_set.y
 
     monitor = "rmse" if task == "regression" else "roc_auc"
@@ -832,8 +944,10 @@ def train_property_model(
         values = {f"val_{k}": (math.nan if v is None else v) for k, v in metrics.mean.items()}
         return {**values, "val_loss": float(masked_loss(outputs, target, task))}
 
+    steps_per_epoch = math.ceil(len(train_graphs) / batch_size)
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.0, seed=seed, monitor=f"val_{monitor}",
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+        warmup_steps=warmup_epochs * steps_per_epoch, seed=seed, monitor=f"val_{monitor}",
         mode="max" if monitor == "roc_auc" else "min", patience=patience, progress=progress, device=device,
     )
     train_dir = out_dir / "train"
@@ -850,8 +964,8 @@ def train_property_model(
         warnings.warn("No validation improved on the start; the model after the last epoch is used", stacklevel=2)
     module.eval()
 
-    test_metrics = evaluate_predictions(property_model.predict_graphs(test_set, batch_size=batch_size), test_set.y, task, names)
-    valid_metrics = evaluate_predictions(property_model.predict_graphs(valid_set, batch_size=batch_size), valid_y, task, names)
+    test_metrics = evaluate_predictions(property_model.predict_graphs(test_graphs, batch_size=batch_size), test_set.y, task, names)
+    valid_metrics = evaluate_predictions(property_model.predict_graphs(valid_graphs, batch_size=batch_size), valid_y, task, names)
     best_epoch = next(
         (event["epoch"] for event in fitted.history if event.get("event") == "validation" and event["step"] == fitted.best_step),
         None,
@@ -861,7 +975,7 @@ def train_property_model(
     run_config = {
         "data": {
             "csv": source, "smiles_col": smiles_col, "target_cols": names, "task": task, "featurizer": featurizer,
-            "skip_invalid": skip_invalid,
+            "descriptors": descriptors, "skip_invalid": skip_invalid,
         },
         "split": {"split": str(split), "kind": split_kind, "fractions": list(fractions), "seed": seed},
         "model": {"kind": model, "settings": settings},
@@ -1069,12 +1183,22 @@ def add_subcommand(subparsers: Any) -> None:
     train.add_argument("--epochs", type=_positive_int, default=30, metavar="N", help="maximum epochs (default 30)")
     train.add_argument("--patience", type=_positive_int, default=10, metavar="N", help="epochs without improvement before stopping (default 10)")
     train.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="molecules per step (default 32)")
-    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="X", help="learning rate (default 1e-3)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="X", help="(peak) learning rate (default 1e-3)")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="X", help="AdamW weight decay (default 0)")
+    train.add_argument(
+        "--schedule", choices=SCHEDULES, default="constant",
+        help="learning-rate schedule over --epochs (default constant)",
+    )
+    train.add_argument("--warmup-epochs", type=_non_negative_int, default=0, metavar="N", help="epochs of linear warm-up (default 0)")
     train.add_argument("--model", choices=MODELS, default="graph_transformer", help="model (default graph_transformer)")
     train.add_argument("--hidden", type=_positive_int, default=None, metavar="N", help="hidden size (default 64)")
     train.add_argument("--layers", type=_positive_int, default=None, metavar="N", help="layers (default 4)")
     train.add_argument("--heads", type=_positive_int, default=None, metavar="N", help="attention heads (default 4)")
     train.add_argument("--featurizer", choices=("ogb", "zinc"), default="ogb", help="atom/bond features (default ogb)")
+    train.add_argument(
+        "--descriptors", choices=DESCRIPTORS, default=None,
+        help="add RDKit's 2D descriptors (CDF-normalized on the training set) as molecule-level inputs",
+    )
     train.add_argument("--skip-invalid", action="store_true", help="skip and report rows whose SMILES RDKit rejects")
     train.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     train.add_argument("--out", type=Path, default=Path("graphattn-molecules"), metavar="DIR", help="output folder (default ./graphattn-molecules)")
@@ -1135,9 +1259,13 @@ def _run_train(args: argparse.Namespace, stream: TextIO | None = None) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs,
             model=args.model,
             model_config=_model_overrides(args),
             featurizer=args.featurizer,
+            descriptors=args.descriptors,
             skip_invalid=args.skip_invalid,
             patience=args.patience,
             out_dir=args.out,

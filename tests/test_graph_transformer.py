@@ -468,3 +468,34 @@ def test_baseline_parameter_counts_match_hand_counts():
         PygGNN("gat", hidden=10)
     with pytest.raises(TypeError, match="Expected an nn.Module, got int"):
         count_parameters(3)
+
+
+@pytest.mark.parametrize("kind", ["graph_transformer", "gin"])
+def test_graph_features_join_the_pooled_state_per_molecule(kind):
+    torch.manual_seed(0)
+    config = GraphTransformerConfig(hidden_dim=16, num_heads=2, num_layers=1, graph_feature_dim=3)
+    model = (GraphTransformer(config) if kind == "graph_transformer" else PygGNN.from_config("gin", config)).eval()
+    graphs = [smiles_to_graph(s) for s in ("CCO", "c1ccccc1", "CC(=O)O")]
+    for index, graph in enumerate(graphs):
+        graph.graph_features = torch.full((1, 3), float(index))
+    batch = Batch.from_data_list(graphs)
+    out = model(batch)
+    assert out.shape == (3, 1)
+    # a molecule's output depends on its own features only
+    changed = [g.clone() for g in graphs]
+    changed[1].graph_features = torch.full((1, 3), 7.0)
+    again = model(Batch.from_data_list(changed))
+    assert torch.equal(again[[0, 2]], out[[0, 2]]) and not torch.equal(again[1], out[1])
+    del batch.graph_features
+    with pytest.raises(ValueError, match=r"graph_feature_dim=3: expected 'graph_features' \[3, 3\]"):
+        model(batch)
+    batch.graph_features = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match=r"shape \[3, 3\]"):
+        model(batch)
+
+
+def test_graph_features_need_graph_level_tasks():
+    with pytest.raises(ValueError, match="needs task_level='graph'"):
+        GraphTransformerConfig(graph_feature_dim=2, task_level="node")
+    with pytest.raises(ValueError, match="non-negative int"):
+        GraphTransformerConfig(graph_feature_dim=-1)

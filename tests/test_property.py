@@ -392,3 +392,51 @@ def test_classification_falls_back_to_the_validation_loss_without_both_classes(c
         result = train_property_model(path, "smiles", ["ring"], task="classification", split=split, out_dir=tmp_path / "out", **FAST)
     assert result.monitor == "loss" and result.metrics["validation"]["metric"] == "loss"
     assert result.metrics["validation"]["roc_auc"] is None and result.metrics["test"]["roc_auc"] is not None
+
+
+# ---------------------------------------------------------------------------------------------- descriptors, schedule
+def test_descriptors_join_the_model_and_travel_with_it(regression_csv, tmp_path):
+    from graphattn.data.descriptors import DescriptorScaler, descriptor_matrix, descriptor_names
+
+    result = train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path / "desc", descriptors="rdkit2d",
+                                  weight_decay=1e-4, schedule="cosine", warmup_epochs=1, **FAST)
+    model = result.model
+    width = len(descriptor_names())
+    assert model.settings["graph_feature_dim"] == width
+    assert model.module.head[0].in_features == TINY_MODEL["hidden_dim"] + width
+    # the scaler was fitted on the training molecules only
+    train_rows = [int(row["train"]) for row in csv.DictReader(open(tmp_path / "desc" / "split.csv")) if row["train"]]
+    expected = DescriptorScaler.fit(descriptor_matrix([SMILES[i] for i in train_rows]))
+    assert torch.allclose(model.descriptor_scaler.quantiles, expected.quantiles, equal_nan=True)
+    config = json.loads((tmp_path / "desc" / "config.json").read_text())
+    assert config["data"]["descriptors"] == "rdkit2d"
+    assert config["training"]["schedule"] == "cosine" and config["training"]["weight_decay"] == 1e-4
+    assert config["training"]["warmup_steps"] == 3  # 24 training molecules, batch 8
+    loaded = load_property_model(tmp_path / "desc")
+    assert torch.equal(loaded.predict(SMILES[:6]), model.predict(SMILES[:6]))
+    # the descriptors matter: other molecule-level inputs change the prediction
+    graphs = [smiles_to_graph(s) for s in SMILES[:2]]
+    for graph in graphs:
+        graph.graph_features = torch.zeros(1, width)
+    assert not torch.equal(model.predict_graphs(graphs), model.predict(SMILES[:2]))
+
+
+def test_descriptors_need_smiles_or_features_on_graphs(regression_csv, tmp_path):
+    result = train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path / "d", descriptors="rdkit2d",
+                                  **{**FAST, "epochs": 1})
+    anonymous = smiles_to_graph("CCO")
+    del anonymous.smiles
+    with pytest.raises(ValueError, match="'smiles' attribute"):
+        result.model.predict_graphs([anonymous])
+    with pytest.raises(ValueError, match="Unknown descriptors 'morgan'"):
+        train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path / "e", descriptors="morgan", **FAST)
+    with pytest.raises(ValueError, match="may not set.*graph_feature_dim"):
+        train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path / "f",
+                             **{**FAST, "model_config": {**TINY_MODEL, "graph_feature_dim": 3}})
+
+
+def test_a_baseline_takes_descriptors_too(regression_csv, tmp_path):
+    result = train_property_model(regression_csv, "smiles", "logp", model="gin", out_dir=tmp_path / "gin",
+                                  descriptors="rdkit2d", **{**FAST, "model_config": {"hidden": 8, "layers": 1}})
+    assert result.model.module.head[0].in_features == 8 + result.model.descriptor_scaler.num_features
+    assert torch.equal(load_property_model(tmp_path / "gin").predict(SMILES[:3]), result.model.predict(SMILES[:3]))

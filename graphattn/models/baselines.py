@@ -41,6 +41,8 @@ from graphattn.models.graph_transformer import (
     _make_norm,
     _PositionalInput,
     _positive_int,
+    append_graph_features,
+    check_graph_feature_dim,
     _read_molecule_batch,
 )
 
@@ -89,7 +91,7 @@ class PygGNN(nn.Module):
         dropout: dropout after every layer (inside ``GPSConv`` for ``"gps"``).
         attention_dropout: dropout on attention weights (``"gat"``, ``"gps"``).
         featurizer, atom_feature_dims, bond_feature_dims, positional_encoding, pe_size, pooling,
-        num_tasks, task_level, norm: as in
+        graph_feature_dim, num_tasks, task_level, norm: as in
             :class:`~graphattn.models.graph_transformer.GraphTransformerConfig`.
 
     Shapes:
@@ -111,6 +113,7 @@ class PygGNN(nn.Module):
         positional_encoding: str = "none",
         pe_size: int = 16,
         pooling: str = "mean",
+        graph_feature_dim: int = 0,
         num_tasks: int = 1,
         task_level: str = "graph",
         norm: str = "batch",
@@ -133,6 +136,7 @@ class PygGNN(nn.Module):
         _choice(pooling, POOLINGS, "pooling")
         _choice(task_level, TASK_LEVELS, "task_level")
         _choice(norm, NORMS, "norm")
+        check_graph_feature_dim(graph_feature_dim, task_level)
         # the config resolves the featurizer's vocabularies and checks the remaining settings
         shared = GraphTransformerConfig(
             hidden_dim=hidden,
@@ -150,7 +154,7 @@ class PygGNN(nn.Module):
             attention_dropout=attention_dropout, featurizer=featurizer,
             atom_feature_dims=list(self.atom_dims), bond_feature_dims=list(self.bond_dims),
             positional_encoding=positional_encoding, pe_size=pe_size, pooling=pooling,
-            num_tasks=num_tasks, task_level=task_level, norm=norm,
+            graph_feature_dim=graph_feature_dim, num_tasks=num_tasks, task_level=task_level, norm=norm,
         )
         self.dropout = float(dropout)
 
@@ -191,7 +195,7 @@ class PygGNN(nn.Module):
         if kind == "gps":
             self.bond_encoders.append(CategoricalEmbedding(self.bond_dims, hidden))
         self.pooling = GraphPooling(pooling, hidden) if task_level == "graph" else None
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_tasks))
+        self.head = nn.Sequential(nn.Linear(hidden + graph_feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_tasks))
 
     @classmethod
     def from_config(cls, kind: str, config: GraphTransformerConfig, *, layers: int | None = None) -> "PygGNN":
@@ -211,6 +215,7 @@ class PygGNN(nn.Module):
             positional_encoding=config.positional_encoding,
             pe_size=config.pe_size,
             pooling=config.pooling,
+            graph_feature_dim=config.graph_feature_dim,
             num_tasks=config.num_tasks,
             task_level=config.task_level,
             norm=config.norm,
@@ -236,6 +241,7 @@ class PygGNN(nn.Module):
                 h = h + F.dropout(update, self.dropout, training=self.training)
         if self.pooling is not None:
             h = self.pooling(h, inputs.batch, inputs.num_graphs)  # [G, d]
+            h = append_graph_features(h, batch, self.settings["graph_feature_dim"])  # [G, d + F]
         return self.head(h)
 
     def extra_repr(self) -> str:

@@ -113,6 +113,10 @@ class GraphTransformerConfig:
         positional_encoding: one of :data:`POSITIONAL_ENCODINGS`.
         pe_size: number of Laplacian eigenvectors ``k``, or random-walk length.
         pooling: one of :data:`POOLINGS` (graph-level tasks).
+        graph_feature_dim: ``F``, molecule-level input features (e.g. the normalized RDKit
+            descriptors of :mod:`graphattn.data.descriptors`) read from ``batch.graph_features``
+            ``[G, F]`` and concatenated to the pooled state before the head, as chemprop's
+            ``--features_generator``; ``0`` (default) = none. Graph-level tasks only.
         num_tasks: outputs per molecule (or per atom).
         task_level: ``"graph"`` (``[G, num_tasks]``) or ``"node"`` (``[N, num_tasks]``).
         norm: ``"batch"`` (BatchNorm over atoms, as GPS) or ``"layer"`` (LayerNorm).
@@ -140,6 +144,7 @@ class GraphTransformerConfig:
     positional_encoding: str = "random_walk"
     pe_size: int = 16
     pooling: str = "mean"
+    graph_feature_dim: int = 0
     num_tasks: int = 1
     task_level: str = "graph"
     norm: str = "batch"
@@ -150,6 +155,7 @@ class GraphTransformerConfig:
             _positive_int(getattr(self, name), name)
         if self.ff_dim is not None:
             _positive_int(self.ff_dim, "ff_dim")
+        check_graph_feature_dim(self.graph_feature_dim, self.task_level)
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"Expected hidden_dim divisible by num_heads, got hidden_dim={self.hidden_dim}, "
@@ -800,7 +806,7 @@ class GraphTransformer(nn.Module):
             for _ in range(config.num_layers)
         )
         self.pooling = GraphPooling(config.pooling, d) if config.task_level == "graph" else None
-        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, config.num_tasks))
+        self.head = nn.Sequential(nn.Linear(d + config.graph_feature_dim, d), nn.ReLU(), nn.Linear(d, config.num_tasks))
 
     def prepare(self, batch: Any) -> GraphContext:
         """Validate ``batch`` and build the attention graphs every layer shares (once per batch).
@@ -837,6 +843,7 @@ class GraphTransformer(nn.Module):
                 h = layer(h, context)
         if self.pooling is not None:
             h = self.pooling(h, inputs.batch, inputs.num_graphs)  # [G, d]
+            h = append_graph_features(h, batch, self.config.graph_feature_dim)  # [G, d + F]
         return self.head(h)
 
     def extra_repr(self) -> str:
@@ -848,6 +855,39 @@ class GraphTransformer(nn.Module):
 
 
 # ====================================================================== helpers
+def check_graph_feature_dim(value: object, task_level: str) -> int:
+    """Validate a ``graph_feature_dim`` setting (a non-negative int; 0 for node-level tasks)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Expected 'graph_feature_dim' to be a non-negative int, got {value!r}")
+    if value and task_level != "graph":
+        raise ValueError(
+            f"graph_feature_dim={value} needs task_level='graph' (molecule-level features join the pooled "
+            f"state), got task_level={task_level!r}"
+        )
+    return value
+
+
+def append_graph_features(pooled: Tensor, data: Any, num_features: int) -> Tensor:
+    """``[G, d]`` pooled states -> ``[G, d + F]`` with ``data.graph_features`` ``[G, F]`` appended
+    (unchanged when ``num_features`` is 0)."""
+    if not num_features:
+        return pooled
+    features = getattr(data, "graph_features", None)
+    expected = [pooled.size(0), num_features]
+    if not isinstance(features, Tensor):
+        raise ValueError(
+            f"The model was built with graph_feature_dim={num_features}: expected 'graph_features' "
+            f"{expected} on the batch (one [1, {num_features}] row per Data), got {type(features).__name__}; "
+            f"attach the molecule-level features (graphattn.property does this for its descriptors)"
+        )
+    if list(features.shape) != expected or not features.is_floating_point():
+        raise ValueError(
+            f"Expected float 'graph_features' of shape {expected} (molecules x graph_feature_dim), got "
+            f"{features.dtype} {list(features.shape)}"
+        )
+    return torch.cat([pooled, features.to(pooled)], dim=1)
+
+
 def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"Expected '{name}' to be a positive int, got {value!r}")
