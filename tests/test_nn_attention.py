@@ -544,3 +544,33 @@ def test_fused_self_projection_equals_separate_projections(bias: bool) -> None:
     expected = torch.autograd.grad(sum((t * t).sum() for t in separate), [x, attn.q_proj.weight, attn.v_proj.weight])
     for a, b in zip(grads, expected):
         torch.testing.assert_close(a, b)
+
+
+def test_stacked_inference_weights_follow_every_parameter_change() -> None:
+    """Without gradients the stacked q/k/v weights are reused; an optimizer step, load_state_dict
+    or a replaced parameter must still be seen at once."""
+    torch.manual_seed(0)
+    attn = MultiheadAttention(12, 3).double()
+    x = torch.randn(5, 12, dtype=torch.float64)
+
+    def check() -> None:
+        with torch.no_grad():
+            fused = attn.project(x, x, x)
+            separate = (attn.project_query(x), *attn.project_key_value(x, x.clone()))
+        for a, b in zip(fused, separate):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+    check()
+    with torch.no_grad():
+        first = attn._stacked_parameters((attn.q_proj, attn.k_proj, attn.v_proj), True)[0]
+        assert attn._stacked_parameters((attn.q_proj, attn.k_proj, attn.v_proj), True)[0] is first  # reused
+    optimizer = torch.optim.SGD(attn.parameters(), lr=0.1)
+    attn.project(x, x, x)[2].sum().backward()
+    optimizer.step()  # in place: the version counter moves
+    check()
+    attn.load_state_dict({k: torch.randn_like(v) for k, v in attn.state_dict().items()})
+    check()
+    attn.k_proj.weight = torch.nn.Parameter(torch.randn(12, 12, dtype=torch.float64))  # a new tensor
+    check()
+    with torch.inference_mode():
+        torch.testing.assert_close(attn.project(x, x, x)[1], attn.k_proj(x).unflatten(-1, (3, 4)))

@@ -553,8 +553,7 @@ class MultiheadAttention(nn.Module):
         k, v = fused if fused is not None else (self.k_proj(x_key), self.v_proj(x_value))
         return k.unflatten(-1, (self.num_heads, self.head_dim)), v.unflatten(-1, (self.num_heads, self.value_head_dim))
 
-    @staticmethod
-    def _fused_linear(x: Tensor, layers: tuple[nn.Linear, ...]) -> tuple[Tensor, ...] | None:
+    def _fused_linear(self, x: Tensor, layers: tuple[nn.Linear, ...]) -> tuple[Tensor, ...] | None:
         """The layers applied to one input as one ``F.linear`` over their stacked weights (fewer,
         larger matrix products), or None when they cannot be stacked."""
         if any(type(layer) is not nn.Linear for layer in layers):  # e.g. quantized or wrapped layers
@@ -562,9 +561,32 @@ class MultiheadAttention(nn.Module):
         with_bias = [layer.bias is not None for layer in layers]
         if any(with_bias) and not all(with_bias):
             return None
-        weight = torch.cat([layer.weight for layer in layers])
-        bias = torch.cat([layer.bias for layer in layers]) if all(with_bias) else None
+        weight, bias = self._stacked_parameters(layers, all(with_bias))
         return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
+
+    def _stacked_parameters(self, layers: tuple[nn.Linear, ...], with_bias: bool) -> tuple[Tensor, Tensor | None]:
+        """The layers' weights (and biases) stacked along the output dimension.
+
+        With gradients off (inference, ``torch.no_grad``) the stacked copy is kept and reused
+        until a parameter changes (a new tensor, or an in-place update such as an optimizer step
+        or ``load_state_dict``, which bump its version counter): decoding runs the projections once
+        per token or iteration, and re-stacking the weights each time cost about as much as the
+        product itself. With gradients on, they are stacked anew so autograd sees the parameters.
+        """
+        parameters = [layer.weight for layer in layers] + ([layer.bias for layer in layers] if with_bias else [])
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            weight = torch.cat(parameters[: len(layers)])
+            return weight, torch.cat(parameters[len(layers):]) if with_bias else None
+        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
+        cache = self.__dict__.setdefault("_stacked_cache", {})
+        name = tuple(id(layer) for layer in layers)
+        found = cache.get(name)
+        if found is None or found[0] != key:
+            with torch.no_grad():
+                weight = torch.cat(parameters[: len(layers)])
+                bias = torch.cat(parameters[len(layers):]) if with_bias else None
+            found = cache[name] = (key, weight, bias)
+        return found[1], found[2]
 
     def attend(
         self,
