@@ -1138,6 +1138,8 @@ def _refine(
     confidence = torch.zeros(count, slots, device=device, dtype=torch.promote_types(encoding.memory.dtype, torch.float32))
     active = torch.ones(count, dtype=torch.bool, device=device)
     passes = torch.zeros(count, dtype=torch.long, device=device)
+    caches = model.memory_caches(encoding)
+    cached_rows = torch.arange(count, device=device)  # the candidates whose memory the caches hold
     for t in range(iterations):
         if t == 0:
             masked = real.clone()
@@ -1148,8 +1150,13 @@ def _refine(
             tokens = torch.where(masked, mask_id, tokens)
         rows = active.nonzero().squeeze(1)
         width = int(lengths[rows].max())
+        if rows.numel() != cached_rows.numel():  # early stop dropped candidates
+            keep = torch.searchsorted(cached_rows, rows)
+            for cache in caches:
+                cache.reorder(keep)
+            cached_rows = rows
         log_probs = _ban_ids(
-            model.decode(encoding.select(rows), lengths[rows], tokens=tokens[rows, :width]), banned
+            model.decode(encoding.select(rows), lengths[rows], tokens=tokens[rows, :width], memory_caches=caches), banned
         )  # [A, width, V]
         best, chosen = log_probs.max(-1)
         update = masked[rows, :width]

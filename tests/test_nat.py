@@ -337,6 +337,32 @@ def test_early_stop_when_the_output_no_longer_changes():
     assert torch.equal(out.sequences, late.sequences)
 
 
+def test_cached_encoder_keys_and_values_give_the_uncached_result():
+    """Mask-Predict keeps the cross-attention keys/values of the encoder output between passes
+    (reordered when early stop drops candidates); decoding without the cache must agree."""
+    model = make_nat("classifier", "mask", double=True, seed=3)
+    sources = random_sources(6, 7, seed=2)
+    original = model.decode
+    filled = []
+
+    def spy(encoding, lengths, memory_caches=None, **kwargs):
+        filled.append(memory_caches[0].cross_key is not None)
+        return original(encoding, lengths, memory_caches=memory_caches, **kwargs)
+
+    model.decode = spy
+    cached = mask_predict(model, sources, iterations=6, length_beam=3, early_stop=True, return_candidates=True)
+    assert filled[0] is False and all(filled[1:]) and len(filled) == 6  # filled by the first pass, read after
+    assert len(set(cached.iterations.tolist())) > 1  # candidates stopped at different passes: reordered caches
+
+    def uncached(encoding, lengths, memory_caches=None, **kwargs):
+        return original(encoding, lengths, **kwargs)
+
+    model.decode = uncached
+    plain = mask_predict(model, sources, iterations=6, length_beam=3, early_stop=True, return_candidates=True)
+    assert torch.equal(cached.candidates, plain.candidates) and torch.equal(cached.iterations, plain.iterations)
+    torch.testing.assert_close(cached.candidate_scores, plain.candidate_scores, rtol=0, atol=1e-12)
+
+
 @torch.no_grad()
 def test_length_beam_picks_the_highest_mean_log_probability():
     model = make_nat("classifier", "mask")

@@ -93,7 +93,7 @@ from graphattn.models.transformer import (
     _lengths,
     _Stack,
 )
-from graphattn.nn.transformer import AttentionContext
+from graphattn.nn.transformer import AttentionContext, LayerCache
 from graphattn.patterns.spec import PatternSpec, sequence_batch
 
 __all__ = [
@@ -408,7 +408,14 @@ def _bidirectional_decoder(config: TransformerConfig, shared: nn.Embedding | Non
 
 
 def _decoder_states(
-    stack: _Stack, config: TransformerConfig, x: Tensor, lengths: Tensor, slots: int, memory: Tensor, source_lengths: Tensor
+    stack: _Stack,
+    config: TransformerConfig,
+    x: Tensor,
+    lengths: Tensor,
+    slots: int,
+    memory: Tensor,
+    source_lengths: Tensor,
+    memory_caches: list[LayerCache] | None = None,
 ) -> Tensor:
     """Run the (non-causal) blocks over decoder inputs ``x`` ``[B * T, E]`` of right-padded rows
     of ``lengths`` ``[B]`` in ``T = slots``, cross-attending ``memory`` ``[B, S, E]`` -> ``[B * T, E]``."""
@@ -417,7 +424,10 @@ def _decoder_states(
     cross_graph = sequence_batch(
         config.cross_pattern, lengths, source_lengths, query_slots=slots, key_slots=source_slots, device=x.device
     )
-    return stack(x, contexts, memory=memory.reshape(batch * source_slots, -1), cross_context=AttentionContext(cross_graph))
+    return stack(
+        x, contexts, memory=memory.reshape(batch * source_slots, -1), cross_context=AttentionContext(cross_graph),
+        caches=memory_caches,
+    )
 
 
 # ---------------------------------------------------------------------- the NAT
@@ -602,11 +612,13 @@ class NonAutoregressiveTransformer(nn.Module):
         *,
         tokens: Tensor | None = None,
         fertilities: Tensor | None = None,
+        memory_caches: list[LayerCache] | None = None,
     ) -> Tensor:
         """One parallel decoder pass: logits ``[B, T, V]`` at ``T = max(lengths)`` positions
         (rows of ``encoding`` and ``lengths`` match; use :meth:`NATEncoding.select` to expand).
-        Arguments as :meth:`decoder_inputs`."""
-        hidden = self.decoder_states(encoding, lengths, tokens=tokens, fertilities=fertilities)
+        Arguments as :meth:`decoder_inputs`; ``memory_caches`` from :meth:`memory_caches` keep the
+        cross-attention keys/values of the encoder output between passes over the same rows."""
+        hidden = self.decoder_states(encoding, lengths, tokens=tokens, fertilities=fertilities, memory_caches=memory_caches)
         return self.decoder.output(hidden)
 
     def decoder_states(
@@ -616,6 +628,7 @@ class NonAutoregressiveTransformer(nn.Module):
         *,
         tokens: Tensor | None = None,
         fertilities: Tensor | None = None,
+        memory_caches: list[LayerCache] | None = None,
     ) -> Tensor:
         """The decoder's final states ``[B, T, E]`` of one parallel pass (see :meth:`decode`)."""
         lengths = lengths.long()
@@ -625,8 +638,16 @@ class NonAutoregressiveTransformer(nn.Module):
             raise ValueError(f"Expected every decoder length >= 1, got {lengths.tolist()}")
         slots = int(lengths.max())
         x = self.decoder_inputs(encoding, lengths, slots=slots, tokens=tokens, fertilities=fertilities)
-        hidden = _decoder_states(self.decoder.stack, self.config, x, lengths, slots, encoding.memory, encoding.lengths)
+        hidden = _decoder_states(
+            self.decoder.stack, self.config, x, lengths, slots, encoding.memory, encoding.lengths, memory_caches
+        )
         return hidden.view(lengths.numel(), slots, -1)
+
+    def memory_caches(self, encoding: NATEncoding) -> list[LayerCache]:
+        """Empty per-layer caches of the cross-attention keys/values of ``encoding``'s rows, for
+        several :meth:`decode` passes over them (filled by the first; reorder them with
+        ``cache.reorder(index)`` when the rows change)."""
+        return [LayerCache(None, source_slots=encoding.memory.size(1)) for _ in self.decoder.stack.layers]
 
     # ------------------------------------------------------------------ training
     def forward(

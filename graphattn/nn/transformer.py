@@ -106,15 +106,20 @@ class KeyValueCache:
 @dataclass
 class LayerCache:
     """A layer's decoding cache: self-attention keys/values by slot, and the cross-attention
-    keys/values of the encoder output (``[B * S, H, D]``), computed at the first step."""
+    keys/values of the encoder output (``[B * S, H, D]``), computed at the first step.
 
-    self_attention: KeyValueCache
+    ``self_attention=None`` caches the cross-attention keys/values alone: iterative parallel
+    decoders (Mask-Predict, Imputer) recompute their self-attention at every pass but attend the
+    same encoder output each time."""
+
+    self_attention: KeyValueCache | None
     cross_key: Tensor | None = None
     cross_value: Tensor | None = None
     source_slots: int = 0
 
     def reorder(self, index: Tensor) -> None:
-        self.self_attention.reorder(index)
+        if self.self_attention is not None:
+            self.self_attention.reorder(index)
         if self.cross_key is not None:
             s = self.source_slots
             self.cross_key = self.cross_key.view(-1, s, *self.cross_key.shape[1:]).index_select(0, index).flatten(0, 1)
@@ -275,13 +280,14 @@ class TransformerLayer(nn.Module):
     ) -> Tensor:
         attn = self.self_attn
         if self.mechanism is not None:
-            return self._mechanism_attention(h, context, rotary, cache)
+            self_cache = cache if cache is not None and cache.self_attention is not None else None
+            return self._mechanism_attention(h, context, rotary, self_cache)
         q, k, v = attn.project(h, h, h)  # [Nq, H, D] each (one fused product)
         if rotary is not None:
             if context.positions is None:
                 raise ValueError("Rotary embeddings need node positions in the AttentionContext")
             q, k = rotary(q, context.positions), rotary(k, context.positions)
-        if cache is not None:
+        if cache is not None and cache.self_attention is not None:
             if cache_slots is None:
                 raise ValueError("Decoding with a cache needs 'cache_slots' (where the new keys go)")
             k, v = cache.self_attention.store(cache_slots, k, v)  # the whole cache [B * T, H, D]
