@@ -45,6 +45,8 @@ Sinkhorn 3.6 s); an idle machine with 2 threads is faster::
     python experiments/compare_patterns.py accuracy --tasks listops # ~5 h (one task: 12 x 20 min + evaluation)
     python experiments/compare_patterns.py accuracy --tasks listops --variants full --budget-minutes 30  # ~35 min
     python experiments/compare_patterns.py accuracy --skip-done     # continue: only the cells not in the results yet
+                                                                    # (a run cut off mid-way resumes from its checkpoint
+                                                                    # in <work-dir>/runs, budget and best state kept)
     python experiments/compare_patterns.py plot                     # seconds
     python experiments/compare_patterns.py all                      # speed, accuracy, plot: ~20 h
     python experiments/compare_patterns.py all --quick              # smoke test: ~15 s, temp folder
@@ -488,7 +490,7 @@ def run_accuracy(args: argparse.Namespace, out: Path, command: str, shared: Path
             continue
         data = cached_task(task, args, shared)
         compare([data], variants, budget_minutes=args.budget_minutes, model=model, train_options=train_options,
-                on_result=save, progress=args.progress)
+                on_result=save, progress=args.progress, checkpoint_dir=Path(args.work_dir) / "runs")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -519,7 +521,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, the machine's cores)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data folder (published/, text/ud_english_ewt)")
-    parser.add_argument("--work-dir", default="/tmp/graphattn-lra", help="data cache (and --quick results)")
+    parser.add_argument("--work-dir", default="/tmp/graphattn-lra",
+                        help="data cache and the training checkpoints (runs/): an interrupted accuracy study, run "
+                        "again with the same flags, continues every run where it stopped (and --quick results)")
     parser.add_argument("--out", default=None, help=f"results folder (default {RESULTS}; --quick: <work-dir>/quick)")
     parser.add_argument("--progress", action="store_true", help="a progress bar over the runs")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script works")

@@ -92,6 +92,7 @@ __all__ = [
     # the comparison
     "Comparison",
     "compare",
+    "run_folder",
     "machine_info",
     "BubblePoint",
     "bubble_points",
@@ -818,6 +819,11 @@ class TrainingBudget(Callback):
       "Budgeted training").
 
     The validation runs in eval mode without gradients; the training mode is restored.
+
+    Its state (training time used, validation times and history, the best state) travels in
+    :func:`~graphattn.train.fit`'s checkpoints, so a run resumed after an interruption keeps its
+    budget, its schedule and its best state; a resumed run whose budget is already used up stops
+    before its first step.
     """
 
     def __init__(
@@ -846,13 +852,31 @@ class TrainingBudget(Callback):
         self.history: list[tuple[int, float, float]] = []
         self.stopped_by: str | None = None
         self.steps = 0
+        self.seconds_before = 0.0  # training time of the runs this one resumed
 
     @property
     def training_seconds(self) -> float:
-        """Training time so far (validations excluded)."""
+        """Training time so far (validations excluded), over every resumed run."""
         if self.start is None:
-            return 0.0
-        return time.perf_counter() - self.start - self.validation_seconds
+            return self.seconds_before
+        return self.seconds_before + time.perf_counter() - self.start - self.validation_seconds
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "training_seconds": self.training_seconds, "next_validation": self.next_validation,
+            "last_validated_step": self.last_validated_step, "best_score": self.best_score,
+            "best_step": self.best_step, "best_state": self.best_state,
+            "history": [list(entry) for entry in self.history], "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds_before = float(state["training_seconds"])
+        self.next_validation = float(state["next_validation"])
+        self.last_validated_step = state["last_validated_step"]
+        self.best_score, self.best_step = state["best_score"], state["best_step"]
+        self.best_state = state["best_state"]
+        self.history = [(int(step), float(seconds), float(score)) for step, seconds, score in state["history"]]
+        self.steps = int(state["steps"])
 
     def progress(self, step: int) -> float:
         """Fraction of the budget used, in ``[0, 1]`` (time, or steps when ``max_steps`` is nearer)."""
@@ -872,6 +896,13 @@ class TrainingBudget(Callback):
 
     def on_train_start(self, state: TrainState) -> None:
         self.start = time.perf_counter()
+        self.validation_seconds = 0.0
+        if self.seconds_before >= self.seconds:  # resumed after the budget was used up
+            self.stopped_by = "budget"
+            state.should_stop = True
+        elif self.max_steps is not None and state.step >= self.max_steps:
+            self.stopped_by = "max_steps"
+            state.should_stop = True
 
     def on_step_end(self, state: TrainState) -> None:
         self.steps = state.step
@@ -930,6 +961,8 @@ class TrainResult:
         valid_examples, test_examples: split sizes.
         validations: ``[(step, training seconds, validation accuracy), ...]``.
         settings: the model and training settings.
+        resumed_from_step: the checkpoint step this run continued from (``None``: trained in one
+            go); ``wall_seconds`` then counts the last invocation only.
     """
 
     task: str
@@ -951,6 +984,7 @@ class TrainResult:
     test_examples: int
     validations: list[tuple[int, float, float]]
     settings: dict[str, Any]
+    resumed_from_step: int | None = None
 
 
 def train_and_evaluate(
@@ -972,9 +1006,15 @@ def train_and_evaluate(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = False,
+    out_dir: Union[str, "os.PathLike[str]", None] = None,
+    checkpoint_every: int = 50,
 ) -> TrainResult:
     """Train a classifier for ``variant`` on ``task_data`` for ``budget_minutes`` of training
     time, keep the state with the best validation accuracy, and report its test accuracy.
+
+    With ``out_dir`` the run checkpoints every ``checkpoint_every`` steps (and when interrupted)
+    and a later call with the same ``out_dir`` and settings continues it, budget, schedule and
+    best state included: a budget of hours can be spent over several sessions.
 
     Training is :func:`graphattn.train.fit` (AdamW, mean cross-entropy, right-padded batches,
     gradient clipping) with a :class:`TrainingBudget`: the learning rate warms up over
@@ -1003,6 +1043,8 @@ def train_and_evaluate(
         seed: seeds the weights, the data order and dropout.
         device: default CUDA when available, else CPU.
         progress: :func:`fit`'s own progress bar.
+        out_dir: folder of :func:`fit`'s checkpoints (``None``: no checkpoints, no resume).
+        checkpoint_every: optimizer steps between checkpoints in ``out_dir``.
 
     Returns:
         :class:`TrainResult`.
@@ -1032,6 +1074,7 @@ def train_and_evaluate(
     config = TrainConfig(
         epochs=1_000_000, batch_size=micro_batch, grad_accumulation=batch_size // micro_batch, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), eps=1e-8,
         clip_grad_norm=clip_grad_norm, seed=seed, log_every=50, progress=progress, device=str(device),
+        checkpoint_every=_check_length(checkpoint_every, "checkpoint_every") if out_dir is not None else None,
     )
     optimizer = make_optimizer(classifier.parameters(), config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_multiplier(warmup_steps))
@@ -1041,8 +1084,8 @@ def train_and_evaluate(
         config = replace(config, batch_size=1)
     else:
         train_data, collate_fn = task_data.train, collate
-    fit(classifier, train_data, loss_fn=classification_loss, config=config, collate_fn=collate_fn,
-        optimizer=optimizer, scheduler=scheduler, callbacks=[budget], resume=False)
+    fitted = fit(classifier, train_data, loss_fn=classification_loss, config=config, collate_fn=collate_fn,
+                 optimizer=optimizer, scheduler=scheduler, callbacks=[budget], out_dir=out_dir, resume=out_dir is not None)
     train_seconds = budget.training_seconds
     if budget.best_state is not None:
         classifier.load_state_dict(budget.best_state)
@@ -1060,6 +1103,7 @@ def train_and_evaluate(
                   "micro_batch_size": micro_batch,
                   "max_steps": max_steps, "length_buckets": length_buckets, "seed": seed, "device": str(device), "threads": torch.get_num_threads(),
                   "train_examples": len(task_data.train)},
+        resumed_from_step=fitted.resumed_from,
     )
 
 
@@ -1084,6 +1128,7 @@ def compare(
     speed_options: Mapping[str, Any] | None = None,
     on_result: Callable[[TrainResult | list[StepMeasurement]], Any] | None = None,
     progress: bool = True,
+    checkpoint_dir: Union[str, "os.PathLike[str]", None] = None,
 ) -> Comparison:
     """Train and test every variant on every task, and measure speed and memory.
 
@@ -1099,6 +1144,9 @@ def compare(
         on_result: called with each :class:`TrainResult` and with each length's list of
             :class:`StepMeasurement` as soon as it exists (e.g. to save it).
         progress: a tqdm bar over the runs (only when stderr is a terminal: ``disable=None``).
+        checkpoint_dir: keep each training run's checkpoints in a sub-folder named after the
+            task, the variant and a digest of every setting (:func:`run_folder`), so that an
+            interrupted comparison, called again, continues its runs where they stopped.
 
     Returns:
         :class:`Comparison`.
@@ -1130,12 +1178,32 @@ def compare(
         for task in task_list:
             for name in variants:
                 bar.set_postfix_str(f"{task.task} / {name}")
-                run = train_and_evaluate(task, name, budget_minutes=budget_minutes, model=model, **dict(train_options or {}))
+                options = dict(train_options or {})
+                if checkpoint_dir is not None:
+                    options["out_dir"] = run_folder(checkpoint_dir, task, name, budget_minutes, model, options)
+                run = train_and_evaluate(task, name, budget_minutes=budget_minutes, model=model, **options)
                 result.accuracy.append(run)
                 if on_result is not None:
                     on_result(run)
                 bar.update(1)
     return result
+
+
+def run_folder(
+    root: Union[str, "os.PathLike[str]"], task: TaskData, variant: str, budget_minutes: float, model: ModelSettings,
+    options: Mapping[str, Any],
+) -> Path:
+    """``root / "<task>-L<max length>-<variant>-<digest>"``: the checkpoint folder of one training
+    run, the digest covering the budget, the model and the training options (so a run never
+    resumes the checkpoint of other settings)."""
+    import hashlib
+    import json
+
+    settings = {"budget_minutes": float(budget_minutes), "model": asdict(model),
+                "options": {k: str(v) for k, v in sorted(options.items()) if k not in ("progress", "out_dir")},
+                "train_examples": len(task.train), "num_classes": task.num_classes}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(root) / f"{task.task}-L{task.max_length}-{variant}-{digest}"
 
 
 def machine_info() -> dict[str, Any]:

@@ -232,6 +232,70 @@ def test_training_budget_stops_on_time() -> None:
     assert multiplier(0) == pytest.approx(0.0, abs=1e-9)  # the budget is used up: the cosine is at 0
 
 
+def _budgeted_fit(out_dir, stop_at: int | None, seconds: float = 3600.0):
+    """A budgeted fit of a small model (max_steps 12, validation at the end), interrupted after
+    step ``stop_at`` like a killed session, or run to the end."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    scores = []
+
+    def validate(m):
+        scores.append(float(m[0].weight.sum()))
+        return -len(scores)  # the first validation stays the best: best_state must survive a resume
+
+    budget = TrainingBudget(seconds, model, validate, evaluations=1, max_steps=12)
+    generator = torch.Generator().manual_seed(1)
+    data = [(torch.randn(2, generator=generator), torch.randn(1, generator=generator)) for _ in range(16)]
+
+    def interrupt(state):
+        if stop_at is not None and state.step == stop_at:
+            raise KeyboardInterrupt
+
+    def validate_once(state):  # one early validation (the best), at step 2
+        if state.step == 2:
+            budget._validate(state.step)
+
+    config = TrainConfig(epochs=100, batch_size=4, lr=0.05, progress=False, device="cpu", checkpoint_every=5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_multiplier(2))
+    fit(model, data, loss_fn=lambda m, b, s: torch.nn.functional.mse_loss(m(b[0]), b[1]), config=config,
+        optimizer=optimizer, scheduler=scheduler, callbacks=[budget, validate_once, interrupt], out_dir=out_dir,
+        resume=True)
+    return model, budget
+
+
+def test_an_interrupted_budgeted_run_resumes_with_its_budget_and_best_state(tmp_path) -> None:
+    straight_model, straight = _budgeted_fit(tmp_path / "straight", None)
+    with pytest.raises(KeyboardInterrupt):
+        _budgeted_fit(tmp_path / "resumed", 7)  # a checkpoint of step 7 is written on the way out
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 7 and saved["callbacks"][0]["best_step"] == 2 and saved["callbacks"][1] is None
+    model, budget = _budgeted_fit(tmp_path / "resumed", None)
+    assert budget.steps == 12 and budget.stopped_by == "max_steps"
+    assert [step for step, _, _ in budget.history] == [step for step, _, _ in straight.history] == [2, 12]
+    assert budget.best_step == 2 and budget.seconds_before > 0 and budget.training_seconds >= budget.seconds_before
+    for name, value in straight.best_state.items():
+        torch.testing.assert_close(budget.best_state[name], value, rtol=0, atol=0)
+    for mine, theirs in zip(model.parameters(), straight_model.parameters()):  # an exact continuation
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+def test_a_resumed_run_whose_budget_is_used_up_takes_no_step(tmp_path) -> None:
+    _budgeted_fit(tmp_path, None, seconds=1e-6)  # stops on time after one step
+    model, budget = _budgeted_fit(tmp_path, None, seconds=1e-6)
+    assert budget.steps == 1 and budget.stopped_by == "budget"
+
+
+def test_train_and_evaluate_continues_a_run_from_its_folder(tiny_image_task: TaskData, tmp_path) -> None:
+    first = train_and_evaluate(tiny_image_task, "linear", budget_minutes=1.0, model=TINY, batch_size=4,
+                               max_steps=3, evaluations=2, out_dir=tmp_path, checkpoint_every=1)
+    assert first.resumed_from_step is None and (tmp_path / "checkpoint.pt").is_file()
+    again = train_and_evaluate(tiny_image_task, "linear", budget_minutes=1.0, model=TINY, batch_size=4,
+                               max_steps=5, evaluations=2, out_dir=tmp_path, checkpoint_every=1)
+    assert again.resumed_from_step == 3 and again.steps == 5
+    assert [step for step, _, _ in again.validations][: len(first.validations)] == [step for step, _, _ in first.validations]
+
+
 # ---------------------------------------------------------------------- results
 def _rows():
     speed = [
@@ -336,3 +400,18 @@ def test_cli_errors(tmp_path, capsys) -> None:
         cli.main(["patterns", "compare", "--task", "image", "--length", "1000", "--quick", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "side * side" in capsys.readouterr().err
+
+
+def test_compare_continues_its_runs_from_the_checkpoint_folder(tiny_image_task: TaskData, tmp_path) -> None:
+    options = {"batch_size": 4, "max_steps": 2, "evaluations": 1, "checkpoint_every": 1}
+    first = compare([tiny_image_task], ["linear"], budget_minutes=1.0, model=TINY, train_options=options,
+                    checkpoint_dir=tmp_path, progress=False)
+    folders = list(tmp_path.iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("image-L") and "-linear-" in folders[0].name
+    assert first.accuracy[0].resumed_from_step is None
+    longer = compare([tiny_image_task], ["linear"], budget_minutes=1.0, model=TINY,
+                     train_options={**options, "max_steps": 3}, checkpoint_dir=tmp_path, progress=False)
+    assert longer.accuracy[0].steps == 3 and len(list(tmp_path.iterdir())) == 2  # other settings: another folder
+    again = compare([tiny_image_task], ["linear"], budget_minutes=1.0, model=TINY, train_options=options,
+                    checkpoint_dir=tmp_path, progress=False)
+    assert again.accuracy[0].resumed_from_step == 2 and again.accuracy[0].steps == 2  # finished: no more steps

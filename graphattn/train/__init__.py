@@ -20,7 +20,8 @@ extra logged values), one :class:`TrainConfig` passed whole:
   ``val_data``, :func:`evaluate`) returns metrics; ``monitor``/``mode`` choose the best,
   written to ``out_dir/best.pt``; ``patience`` validations without improvement stop training.
 * **Files in out_dir.** ``checkpoint.pt`` (everything needed to resume: model, optimizer,
-  scheduler, data position, best metric, patience counter, RNG states, the config), ``best.pt``
+  scheduler, data position, best metric, patience counter, RNG states, callback states
+  (:meth:`Callback.state_dict`), the config), ``best.pt``
   (the best model), ``metrics.jsonl`` (one JSON object per log or validation event). Files are
   written atomically (temporary file in the same folder, fsync, ``os.replace``) and load with
   ``torch.load(..., weights_only=True)``.

@@ -211,6 +211,15 @@ class Callback:
     def on_train_end(self, state: TrainState, result: FitResult) -> None:
         """After the last step and the final checkpoint (not called when training raised)."""
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """What this callback must carry over an interruption (tensors, numbers, strings, lists
+        and dicts of them), saved in ``checkpoint.pt``; ``None`` (default) = nothing."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` when :func:`~graphattn.train.fit` resumes (before
+        :meth:`on_train_start`)."""
+
 
 LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
 """What a ``loss_fn`` returns: a scalar loss, or the loss and extra values to log."""

@@ -249,6 +249,7 @@ class _Run:
         self.history = [dict(event) for event in payload["history"]]
         self.elapsed_before = payload["elapsed"]
         self.resumed_from = info.step
+        self._load_callback_states(payload.get("callbacks"), path)
         rank_state = payload["rank_state"] if self.rank == 0 else self._load_rank_state(info.step)
         if rank_state is None:
             seed_everything(self.config.seed + self.rank + 7919 * info.step)
@@ -258,6 +259,25 @@ class _Run:
         if self.is_main:  # drop events logged after the checkpoint (a run killed without a final checkpoint)
             atomic_write_text("".join(json.dumps(event) + "\n" for event in self.history), self.out_dir / METRICS_NAME)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, info.step, info.epoch, info.batch_in_epoch)
+
+    def _load_callback_states(self, states: list[Any] | None, path: Path) -> None:
+        wanted = [callback.state_dict() is not None for callback in self.callbacks]
+        if states is None:  # a checkpoint of an older graphattn
+            if any(wanted):
+                warnings.warn(f"{path} holds no callback states (an older checkpoint); the callbacks start afresh")
+            return
+        saved = [state is not None for state in states]
+        if any(saved) or any(wanted):
+            if saved != wanted:
+                raise ValueError(
+                    f"Cannot resume {path}: it holds the state of {sum(saved)} callback(s) at positions "
+                    f"{[i for i, s in enumerate(saved) if s]}, this run has stateful callbacks at "
+                    f"{[i for i, w in enumerate(wanted) if w]}; pass the same callbacks in the same order, "
+                    "or resume=False"
+                )
+            for callback, state in zip(self.callbacks, states):
+                if state is not None:
+                    callback.load_state_dict(state)
 
     def _check_resumable(self, saved: Mapping[str, Any], path: Path) -> None:
         current = self.config.to_dict()
@@ -508,6 +528,7 @@ class _Run:
                 "bad_validations": self.bad_validations, "last_validation_step": self.last_validation_step,
                 "stopped_early": self.stopped_early, "history": [dict(e) for e in self.history],
                 "elapsed": self._elapsed(), "world_size": self.world_size, "rank_state": self._rank_state(),
+                "callbacks": [callback.state_dict() for callback in self.callbacks],
             }
             atomic_save(payload, self.out_dir / CHECKPOINT_NAME)
         else:
