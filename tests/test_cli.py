@@ -141,6 +141,7 @@ def test_molecules_train_then_predict(tmp_path, capsys):
     assert metrics["split"]["kind"] == "scaffold" and metrics["seed"] == 1
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["settings"]["hidden_dim"] == 8 and config["model"]["settings"]["num_layers"] == 1
+    assert config["data"]["descriptors"] is None and config["training"]["schedule"] == "constant"
 
     predictions = tmp_path / "predictions.csv"
     assert cli.main(["molecules", "predict", "--model", str(out), "--csv", str(data), "--out", str(predictions)]) == 0
@@ -151,6 +152,21 @@ def test_molecules_train_then_predict(tmp_path, capsys):
 
     expected = load_property_model(out).predict(MOLECULES)
     assert torch.equal(torch.tensor([[float(line.split(",")[1])] for line in lines[1:]]), expected)
+
+
+def test_molecules_train_with_descriptors_and_a_schedule(tmp_path, capsys):
+    pytest.importorskip("rdkit")
+    data = _heavy_atom_csv(tmp_path / "atoms.csv")
+    out = tmp_path / "run"
+    assert cli.main(["molecules", "train", "--csv", str(data), "--target-col", "heavy_atoms", "--out", str(out),
+                     "--descriptors", "rdkit2d", "--schedule", "cosine", "--warmup-epochs", "1", "--weight-decay", "0.01",
+                     *TINY_FLAGS]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["descriptors"] == "rdkit2d" and config["model"]["settings"]["graph_feature_dim"] > 200
+    assert config["training"]["schedule"] == "cosine" and config["training"]["weight_decay"] == 0.01
+    assert config["training"]["warmup_steps"] == 2  # 16 training molecules in batches of 8
+    predictions = tmp_path / "predictions.csv"
+    assert cli.main(["molecules", "predict", "--model", str(out), "--csv", str(data), "--out", str(predictions)]) == 0
 
 
 def test_molecules_train_without_csv_uses_rdkits_nci_tpsa_set(tmp_path, capsys, monkeypatch):
@@ -187,6 +203,9 @@ def test_molecules_train_without_csv_uses_rdkits_nci_tpsa_set(tmp_path, capsys, 
         (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--epochs", "0"], "expected a positive integer, got 0"),
         (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--lr", "-1"], "expected a positive number, got '-1'"),
         (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--hidden", "7"], "got hidden_dim=7, num_heads=2"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--weight-decay", "-0.1"], "expected a non-negative number, got '-0.1'"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--schedule", "step"], "invalid choice: 'step'"),
+        (["molecules", "train", "--csv", "{csv}", "--target-col", "heavy_atoms", "--descriptors", "morgan"], "invalid choice: 'morgan'"),
         (["molecules", "train", "--csv", "missing.csv", "--target-col", "heavy_atoms"], "No CSV file at missing.csv"),
         (["molecules", "predict", "--model", "{tmp}", "--csv", "{csv}", "--out", "p.csv"], "No model.pt at"),
         (["molecules", "predict", "--csv", "{csv}", "--out", "p.csv"], "required: --model"),
