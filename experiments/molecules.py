@@ -13,8 +13,8 @@ papers' marked). Only graphattn's public API is used.
   test RMSE mean +- std over the seeds, parameters, wall time per run. Also our model on
   ogbg-molesol's scaffold split (OGB's split files). Target: RMSE <= 0.55.
 * ``zinc``: ZINC-12k, the fixed 10000 / 1000 / 1000 split, ZINC featurizer (28 atom / 4 bond
-  types), <= 500K parameters, test MAE. ``train_property_model`` has no choice of loss, schedule,
-  weight decay, gradient clipping or wall-clock budget, so this study trains with
+  types), <= 500K parameters, test MAE. ``train_property_model`` has no choice of loss, gradient
+  clipping or wall-clock budget (nor a schedule that follows one), so this study trains with
   :func:`graphattn.train.fit` directly: L1 loss (the ZINC standard) on standardized targets,
   AdamW, linear warm-up then a cosine that reaches 0 when either the epoch limit or the
   wall-clock budget (``--budget-minutes``, per seed) is used up, whichever comes first, best
@@ -755,8 +755,8 @@ def zinc_markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
     summary, runs = payload["summary"], payload["runs"]
     epochs = summary["epochs_run_mean"]
     lines = [
-        f"Harness: `graphattn.train.fit` directly (train_property_model has no loss, schedule, weight-decay, "
-        f"clipping or time-budget option): {args.loss.upper()} loss on standardized targets, AdamW lr {args.lr}, "
+        f"Harness: `graphattn.train.fit` directly (train_property_model has no loss, gradient clipping or "
+        f"time-budget option): {args.loss.upper()} loss on standardized targets, AdamW lr {args.lr}, "
         f"weight decay {args.weight_decay}, gradient norm clipped at {args.clip_grad_norm}, batch {args.batch_size}, "
         f"{args.warmup_epochs} warm-up epochs, then a cosine to 0 at the first of {args.epochs} epochs or the "
         f"wall-clock budget of {args.budget_minutes or 'no'} min per seed; best validation MAE checkpoint tested. "
