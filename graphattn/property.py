@@ -26,7 +26,8 @@ Files in ``out_dir``:
 
 ==================  ===============================================================================
 ``model.pt``        ``torch.load(..., weights_only=True)``: ``state_dict``, the model settings, the
-                    task, target names, target mean / std, featurizer, SMILES column
+                    task, target names, target mean / std, featurizer, SMILES column, descriptor
+                    scaler (with ``descriptors=``)
 ``config.json``     every setting of the run (data, split, model, training)
 ``metrics.json``    test and validation metrics, epochs, parameter count, split sizes, skipped rows,
                     times (the only entry that changes between two runs with the same seed, on CPU)
@@ -65,12 +66,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphattn.train.config import SCHEDULES
-
 from graphattn._argtypes import non_negative_float as _non_negative_float
 from graphattn._argtypes import non_negative_int as _non_negative_int
 from graphattn._argtypes import positive_float as _positive_float
 from graphattn._argtypes import positive_int as _positive_int
+from graphattn.train.config import SCHEDULES
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch_geometric.data import Data
@@ -100,9 +100,9 @@ __all__ = [
 MODELS = ("graph_transformer", "gin", "gcn", "gat", "gps")
 """Model kinds of :func:`train_property_model`: our graph transformer, or a PyG baseline."""
 SPLITS = ("random", "scaffold")
+"""Named splits; any other ``split`` is the path of an index file or split folder."""
 DESCRIPTORS = ("rdkit2d",)
 """Molecule-level input features of :func:`train_property_model` (``descriptors=``)."""
-"""Named splits; any other ``split`` is the path of an index file or split folder."""
 TASKS = ("regression", "classification")
 
 PathLike = Union[str, "os.PathLike[str]"]
