@@ -771,3 +771,40 @@ def test_budget_cosine_follows_steps_or_time_whichever_ends_first() -> None:
     assert time_only(0) == 1.0
     with pytest.raises(ValueError, match="budget"):
         T.BudgetCosine(warmup=1)
+
+
+class _CountingCallback(T.Callback):
+    """A stateful callback: counts the steps it has seen, over resumes."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_step_end(self, state) -> None:
+        self.seen += 1
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state) -> None:
+        self.seen = state["seen"]
+
+
+def test_callback_state_travels_in_the_checkpoint_and_must_match_on_resume(tmp_path: Path) -> None:
+    data = [(torch.randn(3), torch.randn(1)) for _ in range(8)]
+
+    def run(epochs: int, callbacks):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        config = T.TrainConfig(epochs=epochs, batch_size=2, progress=False, device="cpu")
+        T.fit(model, data, loss_fn=lambda m, b, s: F.mse_loss(m(b[0]), b[1]), config=config, callbacks=callbacks,
+              out_dir=tmp_path, resume=True)
+
+    first = _CountingCallback()
+    run(1, [first])
+    assert first.seen == 4
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["callbacks"] == [{"seen": 4}]
+    resumed = _CountingCallback()
+    run(2, [resumed])  # continues from step 4 with the saved count
+    assert resumed.seen == 8
+    with pytest.raises(ValueError, match="stateful callbacks"):
+        run(3, [])  # the checkpoint holds a callback state this run has no callback for
