@@ -70,6 +70,7 @@ from graphattn._argtypes import non_negative_float as _non_negative_float
 from graphattn._argtypes import non_negative_int as _non_negative_int
 from graphattn._argtypes import positive_float as _positive_float
 from graphattn._argtypes import positive_int as _positive_int
+from graphattn.data.descriptors import DESCRIPTOR_SET
 from graphattn.train.config import SCHEDULES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,7 +102,7 @@ MODELS = ("graph_transformer", "gin", "gcn", "gat", "gps")
 """Model kinds of :func:`train_property_model`: our graph transformer, or a PyG baseline."""
 SPLITS = ("random", "scaffold")
 """Named splits; any other ``split`` is the path of an index file or split folder."""
-DESCRIPTORS = ("rdkit2d",)
+DESCRIPTORS = (DESCRIPTOR_SET,)
 """Molecule-level input features of :func:`train_property_model` (``descriptors=``)."""
 TASKS = ("regression", "classification")
 
@@ -964,8 +965,11 @@ def train_property_model(
         warnings.warn("No validation improved on the start; the model after the last epoch is used", stacklevel=2)
     module.eval()
 
-    test_metrics = evaluate_predictions(property_model.predict_graphs(test_graphs, batch_size=batch_size), test_set.y, task, names)
-    valid_metrics = evaluate_predictions(property_model.predict_graphs(valid_graphs, batch_size=batch_size), valid_y, task, names)
+    def predictions(graphs: list["Data"]) -> Tensor:  # the graphs already carry their encodings and descriptors
+        return property_model.outputs_to_predictions(_raw_outputs(module, graphs, batch_size))
+
+    test_metrics = evaluate_predictions(predictions(test_graphs), test_set.y, task, names)
+    valid_metrics = evaluate_predictions(predictions(valid_graphs), valid_y, task, names)
     best_epoch = next(
         (event["epoch"] for event in fitted.history if event.get("event") == "validation" and event["step"] == fitted.best_step),
         None,
