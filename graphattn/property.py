@@ -32,7 +32,8 @@ Files in ``out_dir``:
 ``metrics.json``    test and validation metrics, epochs, parameter count, split sizes, skipped rows,
                     times (the only entry that changes between two runs with the same seed, on CPU)
 ``split.csv``       the split as file row indices (columns ``train,val,test``): ``split=`` accepts it
-``train/``          :func:`graphattn.train.fit`'s ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``
+``train/``          :func:`graphattn.train.fit`'s ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``;
+                    ``run.json``: the run's settings when it started (``resume=True`` checks them)
 ``cache/``          the featurized data set
 ==================  ===============================================================================
 
@@ -109,6 +110,8 @@ TASKS = ("regression", "classification")
 PathLike = Union[str, "os.PathLike[str]"]
 MODEL_FORMAT = "graphattn.property_model/1"
 MODEL_FILE, CONFIG_FILE, METRICS_FILE, SPLIT_FILE = "model.pt", "config.json", "metrics.json", "split.csv"
+RUN_FILE = "run.json"  # in out_dir/train: the settings of a started run, checked by resume=True
+_RESUME_FREE = {("training", "progress"), ("training", "device"), ("out_dir", None)}  # may change on resume
 NCI_SOURCE = "rdkit:Data/NCI/first_5k.tpsa.csv"
 
 # the settings train_property_model chooses from the data, not from model_config
@@ -783,6 +786,28 @@ def _has_both_classes(y: Tensor) -> bool:
     return any(bool((column == 0).any()) and bool((column == 1).any()) for column in y.t())
 
 
+def _check_same_run(path: Path, run_config: dict[str, Any]) -> None:
+    """Refuse to resume the run saved at ``path`` (``train/run.json``) with other settings."""
+    if not path.is_file():
+        raise ValueError(
+            f"Cannot resume the run in {path.parent.parent}: it has a checkpoint but no {path.name} (a run of an older "
+            "graphattn, or not started by train_property_model); pass resume=False (--fresh) or use another out_dir"
+        )
+    saved = json.loads(path.read_text())
+    current = json.loads(json.dumps(run_config))  # tuples -> lists, as saved
+    changed = [
+        f"{part}.{key}: {saved.get(part, {}).get(key)!r} -> {value!r}"
+        for part, values in current.items() if isinstance(values, dict)
+        for key, value in values.items()
+        if (part, key) not in _RESUME_FREE and saved.get(part, {}).get(key) != value
+    ]
+    if changed:
+        raise ValueError(
+            f"Cannot resume the run in {path.parent.parent} with other settings ({'; '.join(changed)}); restore "
+            "them, pass resume=False to start afresh, or use another out_dir"
+        )
+
+
 def train_property_model(
     csv: PathLike | None,
     smiles_col: str | None = None,
@@ -807,6 +832,7 @@ def train_property_model(
     out_dir: PathLike = "graphattn-molecules",
     device: str | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> PropertyResult:
     """Train a molecule property model on a CSV and evaluate it on a held-out test set.
 
@@ -856,6 +882,12 @@ def train_property_model(
         out_dir: output folder (created).
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
         progress: show a progress bar (on a terminal).
+        resume: continue an interrupted run in ``out_dir`` from its last checkpoint
+            (``train/checkpoint.pt``, written at every epoch end) instead of starting afresh. The
+            run's settings (data, split, model, training; ``config.json``'s content, saved as
+            ``train/run.json`` when the run starts) must be the ones given now, else a ValueError
+            says which differ. Without a checkpoint the run starts afresh. The result equals an
+            uninterrupted run's on CPU.
 
     Returns:
         :class:`PropertyResult`.
@@ -864,10 +896,11 @@ def train_property_model(
         FileNotFoundError: no file at ``csv`` (or at the split path).
         ValueError: a column is missing (the message lists the file's columns), a SMILES is
             invalid (naming its line) without ``skip_invalid``, a split part is empty, a target has
-            no training label, or an argument is out of range.
+            no training label, an argument is out of range, or ``resume`` finds a run with other
+            settings in ``out_dir``.
     """
     from graphattn.train import TrainConfig, fit, load_checkpoint
-    from graphattn.train.checkpoint import BEST_NAME, atomic_write_text
+    from graphattn.train.checkpoint import BEST_NAME, CHECKPOINT_NAME, atomic_write_text
 
     started = time.perf_counter()
     if task not in TASKS:
@@ -951,12 +984,28 @@ def train_property_model(
         warmup_steps=warmup_epochs * steps_per_epoch, seed=seed, monitor=f"val_{monitor}",
         mode="max" if monitor == "roc_auc" else "min", patience=patience, progress=progress, device=device,
     )
+    run_config = {
+        "data": {
+            "csv": source, "smiles_col": smiles_col, "target_cols": names, "task": task, "featurizer": featurizer,
+            "descriptors": descriptors, "skip_invalid": skip_invalid,
+        },
+        "split": {"split": str(split), "kind": split_kind, "fractions": list(fractions), "seed": seed},
+        "model": {"kind": model, "settings": settings},
+        "training": config.to_dict(),
+        "out_dir": str(out_dir),
+    }
     train_dir = out_dir / "train"
+    resuming = resume and (train_dir / CHECKPOINT_NAME).is_file()
+    if resuming:
+        _check_same_run(train_dir / RUN_FILE, run_config)
+    else:
+        train_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(run_config, indent=2) + "\n", train_dir / RUN_FILE)
     module.train()
     train_started = time.perf_counter()
     fitted = fit(
         module, train_graphs, loss_fn=loss_fn, config=config, collate_fn=_collate, val_data=valid_graphs,
-        evaluate_fn=evaluate_fn, out_dir=train_dir, resume=False,
+        evaluate_fn=evaluate_fn, out_dir=train_dir, resume=resuming,
     )
     train_time = time.perf_counter() - train_started
     if (train_dir / BEST_NAME).is_file():
@@ -976,16 +1025,6 @@ def train_property_model(
     )
     property_model.save(out_dir / MODEL_FILE)
 
-    run_config = {
-        "data": {
-            "csv": source, "smiles_col": smiles_col, "target_cols": names, "task": task, "featurizer": featurizer,
-            "descriptors": descriptors, "skip_invalid": skip_invalid,
-        },
-        "split": {"split": str(split), "kind": split_kind, "fractions": list(fractions), "seed": seed},
-        "model": {"kind": model, "settings": settings},
-        "training": config.to_dict(),
-        "out_dir": str(out_dir),
-    }
     atomic_write_text(json.dumps(run_config, indent=2) + "\n", out_dir / CONFIG_FILE)
 
     sizes = parts.sizes()
@@ -1207,6 +1246,10 @@ def add_subcommand(subparsers: Any) -> None:
     train.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
     train.add_argument("--out", type=Path, default=Path("graphattn-molecules"), metavar="DIR", help="output folder (default ./graphattn-molecules)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run in --out from its last checkpoint (the same settings are required)",
+    )
     train.set_defaults(run=_run_train, parser=train)
 
     predict = commands.add_parser(
@@ -1275,6 +1318,7 @@ def _run_train(args: argparse.Namespace, stream: TextIO | None = None) -> int:
             out_dir=args.out,
             device=args.device,
             progress=not args.no_progress,
+            resume=args.resume,
         )
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

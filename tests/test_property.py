@@ -237,6 +237,44 @@ def test_saved_model_is_the_best_checkpoint(regression_run):
     assert regression_run.best_validation == best_event["val_rmse"]
 
 
+def test_interrupted_run_resumes_to_the_uninterrupted_result(regression_csv, regression_run, tmp_path, monkeypatch):
+    """An exception in the third epoch's training leaves a checkpoint; resume=True then finishes
+    the run with the weights, validation history and test metrics of the uninterrupted run."""
+    import graphattn.property as property_module
+
+    settings = dict(seed=0, epochs=3, **{k: v for k, v in FAST.items() if k != "epochs"})
+    real_loss, calls = property_module.masked_loss, {"n": 0}
+
+    def failing_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # 3 training steps + 1 validation loss per epoch: the 1st step of epoch 3
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(property_module, "masked_loss", failing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path, **settings)
+    assert (tmp_path / "train" / "checkpoint.pt").is_file() and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setattr(property_module, "masked_loss", real_loss)
+    resumed = train_property_model(regression_csv, "smiles", "logp", out_dir=tmp_path, resume=True, **settings)
+    assert resumed.test.mean == regression_run.test.mean
+    assert resumed.best_validation == regression_run.best_validation and resumed.best_epoch == regression_run.best_epoch
+    first = torch.load(regression_run.out_dir / "model.pt", weights_only=True)["state_dict"]
+    second = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_refuses_other_settings_and_starts_fresh_without_a_checkpoint(regression_csv, regression_run, tmp_path):
+    out = regression_run.out_dir
+    with pytest.raises(ValueError, match=r"other settings \(training.lr: 0.001 -> 0.002\)"):
+        train_property_model(regression_csv, "smiles", "logp", seed=0, out_dir=out, epochs=3, resume=True, lr=2e-3,
+                             **{k: v for k, v in FAST.items() if k != "epochs"})
+    fresh = train_property_model(regression_csv, "smiles", "logp", seed=0, out_dir=tmp_path, epochs=3, resume=True,
+                                 **{k: v for k, v in FAST.items() if k != "epochs"})
+    assert fresh.test.mean == regression_run.test.mean
+    assert json.loads((tmp_path / "train" / "run.json").read_text())["training"]["lr"] == 1e-3
+
+
 def test_targets_standardized_with_train_statistics_and_metrics_in_original_units(regression_run, regression_csv):
     from torch_geometric.data import Batch
 

@@ -56,9 +56,10 @@ def mse(model, batch, state):
     return F.mse_loss(model(x), y)
 
 
-def mlp(seed: int = 0, dropout: float = 0.0, features: int = 4) -> nn.Module:
+def mlp(seed: int = 0, dropout: float = 0.0, features: int = 4, batch_norm: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(features, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+    norm = [nn.BatchNorm1d(16)] if batch_norm else []  # running statistics: buffers a forward pass changes
+    return nn.Sequential(nn.Linear(features, 16), *norm, nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
 
 
 def params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -527,11 +528,13 @@ RESUME_CONFIG = TrainConfig(
 )  # 40 samples: 5 batches and 3 optimizer steps per epoch, 9 steps
 
 
-@pytest.mark.parametrize("interrupt", ["callback", "loss_fn"])
-def test_resume_after_an_interruption_is_exact(tmp_path, interrupt):
+@pytest.mark.parametrize("interrupt, batch_norm", [("callback", False), ("loss_fn", False), ("loss_fn", True)])
+def test_resume_after_an_interruption_is_exact(tmp_path, interrupt, batch_norm):
+    """With batch_norm, the interrupted step's forward pass has already moved the running
+    statistics: the checkpoint must hold those of the last completed step."""
     data, val = NoisyData(), regression_data(8, seed=1)
     reference = Recorder()
-    model_a = mlp(dropout=0.3)
+    model_a = mlp(dropout=0.3, batch_norm=batch_norm)
     result_a = fit(model_a, data, loss_fn=mse, config=RESUME_CONFIG, val_data=val, out_dir=tmp_path / "a",
                    callbacks=[reference])
 
@@ -544,7 +547,7 @@ def test_resume_after_an_interruption_is_exact(tmp_path, interrupt):
                 raise KeyboardInterrupt
         return mse(model, batch, state)
 
-    model_b = mlp(dropout=0.3)
+    model_b = mlp(dropout=0.3, batch_norm=batch_norm)
     with pytest.raises(KeyboardInterrupt):
         fit(model_b, data, loss_fn=failing_mse, config=RESUME_CONFIG, val_data=val, out_dir=tmp_path / "b",
             callbacks=[Recorder(raise_at=4 if interrupt == "callback" else None)])
@@ -552,7 +555,7 @@ def test_resume_after_an_interruption_is_exact(tmp_path, interrupt):
     assert (info.step, info.epoch, info.batch_in_epoch) == (4, 1, 2)  # mid-epoch
 
     resumed = Recorder()
-    model_c = mlp(seed=99, dropout=0.3)  # other initial weights: everything comes from the checkpoint
+    model_c = mlp(seed=99, dropout=0.3, batch_norm=batch_norm)  # other initial weights: everything comes from the checkpoint
     random.seed(99), np.random.seed(99)  # like a new process: every RNG state must come from the checkpoint
     result_c = fit(model_c, data, loss_fn=mse, config=RESUME_CONFIG, val_data=val, out_dir=tmp_path / "b",
                    callbacks=[resumed])

@@ -46,6 +46,10 @@ __all__ = ["fit"]
 
 logger = logging.getLogger("graphattn.train")
 
+COPIED_BUFFER_LIMIT = 1 << 20
+"""Model buffers up to this many elements are copied after every step, so that a checkpoint
+written after an interruption holds their values of the last completed step."""
+
 
 def fit(
     model: nn.Module,
@@ -193,6 +197,10 @@ class _Run:
         self.snapshot: RngSnapshot | None = None  # RNG states right after the last completed step
         self.updating = False  # True between optimizer.step() and the end of the step's bookkeeping
         self.committed_batch = 0  # state.batch_in_epoch after the last completed step
+        # buffers (e.g. BatchNorm statistics) as of the last completed step, and their identity and
+        # version then: a step interrupted after its forward pass has already changed some of them
+        self.committed_buffers: dict[str, Tensor] = {}
+        self.buffer_versions: dict[str, tuple[int, int]] = {}  # of buffers too large to copy
 
     # ------------------------------------------------------------------ setup
     def fit(self, resume: bool) -> FitResult:
@@ -208,6 +216,7 @@ class _Run:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.snapshot = capture_rng()
         self.committed_batch = self.state.batch_in_epoch
+        self._commit_buffers()
         self.optimizer.zero_grad(set_to_none=True)
         progress = _progress_bar(self.config, self.is_main, self.plan.total_steps, self.state.step)
         try:
@@ -382,6 +391,7 @@ class _Run:
             state.batch_in_epoch = next_batch
         self.committed_batch = state.batch_in_epoch
         self.snapshot = capture_rng()
+        self._commit_buffers()
         self.updating = False
 
     def _after_step(self, progress: Any) -> bool:
@@ -501,11 +511,41 @@ class _Run:
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start_time
 
-    def _model_payload(self, kind: str) -> dict[str, Any]:
+    def _commit_buffers(self) -> None:
+        """Copy the model's buffers as of this completed step. A forward pass changes some buffers
+        in place without a trace (BatchNorm's running statistics do not even bump the tensor's
+        version), so an interrupted step's changes are undone from these copies. Buffers over
+        :data:`COPIED_BUFFER_LIMIT` elements (constant tables, as a rule) are not copied, only their
+        identity and version are noted."""
+        for name, buffer in self.module.named_buffers():
+            if buffer.numel() > COPIED_BUFFER_LIMIT:
+                self.buffer_versions[name] = (id(buffer), buffer._version)
+                continue
+            copy = self.committed_buffers.get(name)
+            if copy is None or copy.shape != buffer.shape or copy.dtype != buffer.dtype or copy.device != buffer.device:
+                self.committed_buffers[name] = buffer.detach().clone()
+            else:
+                copy.copy_(buffer.detach())
+
+    def _committed_state_dict(self) -> dict[str, Any] | None:
+        """The model's state dict as of the last completed step, or None when a large (uncopied)
+        buffer has changed since then."""
+        state_dict = self.module.state_dict()
+        for name, buffer in self.module.named_buffers():
+            if name not in state_dict:  # a non-persistent buffer
+                continue
+            if name in self.committed_buffers:
+                state_dict[name] = self.committed_buffers[name]
+            elif self.buffer_versions.get(name) != (id(buffer), buffer._version):
+                return None
+        return state_dict
+
+    def _model_payload(self, kind: str, state_dict: dict[str, Any] | None = None) -> dict[str, Any]:
         """What ``checkpoint.pt`` and ``best.pt`` share: the model, the position, the best value, the config."""
         state = self.state
         return {
-            "format": CHECKPOINT_FORMAT, "kind": kind, "model": self.module.state_dict(),
+            "format": CHECKPOINT_FORMAT, "kind": kind,
+            "model": self.module.state_dict() if state_dict is None else state_dict,
             "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
             "best_metric": state.best_metric, "best_step": state.best_step, "config": self.config.to_dict(),
         }
@@ -516,13 +556,13 @@ class _Run:
     def _rank_state(self) -> dict[str, Any]:
         return {"rng": rng_to_payload(self.snapshot), "running": self.running.state_dict()}
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, state_dict: dict[str, Any] | None = None) -> None:
         if self.out_dir is None:
             return
         state = self.state
         if self.is_main:
             payload = {
-                **self._model_payload("checkpoint"),
+                **self._model_payload("checkpoint", state_dict),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "metrics": dict(state.metrics),
                 "bad_validations": self.bad_validations, "last_validation_step": self.last_validation_step,
@@ -544,9 +584,17 @@ class _Run:
                 f"written (the last one in {self.out_dir} stays)"
             )
             return
+        state_dict = self._committed_state_dict()
+        if state_dict is None:
+            warnings.warn(
+                f"Training was interrupted after step {self.state.step + 1} had changed a large model buffer (over "
+                f"{COPIED_BUFFER_LIMIT:,} elements, not copied at every step); no checkpoint written (the last one "
+                f"in {self.out_dir} stays)"
+            )
+            return
         self.state.batch_in_epoch = self.committed_batch  # it pointed at the batch being processed
         try:
-            self._checkpoint()
+            self._checkpoint(state_dict)
             logger.info("interrupted: checkpoint of step %d written to %s", self.state.step, self.out_dir)
         except Exception as exc:  # never hide the original exception
             warnings.warn(f"Could not write the checkpoint after an exception: {exc!r}")
